@@ -16,20 +16,13 @@ use crate::metrics::Metrics;
 pub struct Node {
     pub config: SiteConfig,
     pub roster: Roster,
+    /// This node's own roster entry.
+    pub me: Site,
     pub peer_id: PeerId,
     pub store: Store,
     pub metrics: Metrics,
     pub health: Health,
     pub started: Instant,
-}
-
-impl Node {
-    /// This node's own roster entry (checked to exist at start-up).
-    pub fn site(&self) -> &Site {
-        self.roster
-            .site(&self.config.site)
-            .unwrap_or(&self.roster.sites[0])
-    }
 }
 
 /// Named readiness checks. The node is ready when every check passes.

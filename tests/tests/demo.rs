@@ -1,9 +1,9 @@
 //! `huiyan demo` brings every pilot site to ready on loopback and stops them all on SIGTERM,
 //! leaving no process behind.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use huiyan_tests::{free_port_block, http_status, huiyan_bin, wait_exit};
@@ -24,20 +24,26 @@ fn nodes_under(dir: &str) -> Vec<i32> {
     pids
 }
 
-#[test]
-fn demo_runs_every_site_and_stops_them_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir_str = dir.path().to_str().unwrap().to_owned();
+/// Starts `huiyan demo` in `dir` on a free block of ports: the demo, its stdout lines, the base.
+fn start_demo(dir: &str) -> (Child, Lines<BufReader<ChildStdout>>, u16) {
     let base = free_port_block(80);
     let mut demo = Command::new(huiyan_bin())
-        .args(["demo", "--dir", &dir_str, "--base-port", &base.to_string()])
+        .args(["demo", "--dir", dir, "--base-port", &base.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    (demo, lines, base)
+}
+
+#[test]
+fn demo_runs_every_site_and_stops_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_str = dir.path().to_str().unwrap().to_owned();
+    let (mut demo, mut lines, base) = start_demo(&dir_str);
 
     // The table lists every site once ready.
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
     let mut table = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -80,14 +86,7 @@ fn demo_runs_every_site_and_stops_them_all() {
 fn nodes_die_with_a_killed_demo() {
     let dir = tempfile::tempdir().unwrap();
     let dir_str = dir.path().to_str().unwrap().to_owned();
-    let base = free_port_block(80);
-    let mut demo = Command::new(huiyan_bin())
-        .args(["demo", "--dir", &dir_str, "--base-port", &base.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(demo.stdout.take().unwrap()).lines();
+    let (mut demo, mut lines, _) = start_demo(&dir_str);
     assert!(lines.any(|l| l.unwrap().starts_with("Press Ctrl-C")));
     demo.kill().unwrap();
     demo.wait().unwrap();

@@ -93,6 +93,7 @@ export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 ANSIBLE_DEPRECATION_W
 
 # --- Work dir and teardown -----------------------------------------------------------------------
 WORK=$(mktemp -d /var/tmp/huiyan-ansible-test.XXXXXX)
+export ANSIBLE_LOG_PATH=$WORK/ansible.log # every task with a time stamp, for diagnosis
 declare -A NSPAWN_PID=() # target name -> pid of its systemd-nspawn
 TARGETS=()
 
@@ -105,6 +106,10 @@ teardown() {
         printf '%s passed, %s failed\n' "$passed" "$((failed + 1))"
     fi
     for name in "${TARGETS[@]}"; do
+        if ((failed > 0 || rc != 0)) && [[ -n ${NSPAWN_PID[$name]:-} ]]; then
+            log "journal of huiyan.service on $name:"
+            on "$name" journalctl -u huiyan.service -n 40 --no-pager >&2
+        fi
         stop_target "$name"
     done
     if [[ ${KEEP:-0} == 1 || $rc != 0 ]]; then
@@ -397,9 +402,15 @@ check_log "$WORK/restore.log" "restore.yml restores the backup into a fresh mach
     playbook "$WORK/restore.log" restore.yml -l target-b -e "huiyan_node_restore_archive=$archive"
 check "the restored node is ready" test "$(http_status "https://$B:8443/readyz")" = 200
 site_b=$(curl -sk --max-time 5 "https://$B:8443/api/v1/site")
-log "/api/v1/site on the original: $site_a"
-check "the restored node answers /api/v1/site like the original" \
-    test -n "$site_a" -a "$site_a" = "$site_b"
+same_site() { # same answer from both nodes, but for their uptime
+    python3 -c 'import json, sys
+a, b = (json.loads(x) for x in sys.argv[1:])
+for d in (a, b): d.pop("uptime_seconds", None)
+print("site:", a.get("site"), "peer_id:", a.get("peer_id"), file=sys.stderr)
+sys.exit(0 if a == b and a.get("peer_id") else 1)' "$site_a" "$site_b"
+}
+check "the restored node answers /api/v1/site like the original (same site, PeerId, roster)" \
+    same_site
 check "the restored node kept the original's key (same PeerId file)" test \
     "$(on target-b cat /var/lib/huiyan/node.key.peer_id)" \
     = "$(on target-a cat /var/lib/huiyan/node.key.peer_id)"
@@ -411,6 +422,24 @@ check "the restored node did not make a new key" \
 # restored file against the backup's manifest before the node starts, and fails otherwise.
 check "restore checked every restored file against the manifest" \
     grep -q 'Check every restored file against the manifest' "$WORK/restore.log"
+
+# --- A failed upgrade stops the roll ---------------------------------------------------------------
+# Both targets now run the node. A binary that cannot start fails the first node (target-a, first
+# in inventory order); the roll must stop there and leave target-b alone.
+printf '#!/bin/sh\necho "broken build" >&2\nexit 1\n' >"$WORK/huiyan-broken"
+chmod +x "$WORK/huiyan-broken"
+pid_b=$(unit target-b MainPID)
+sum_b=$(on target-b sha256sum /usr/local/bin/huiyan)
+playbook "$WORK/upgrade-broken.log" upgrade.yml -e "huiyan_node_binary_src=$WORK/huiyan-broken" \
+    && rc_broken=0 || rc_broken=$?
+check "upgrade.yml with a binary that cannot start fails (exit $rc_broken)" test "$rc_broken" != 0
+check "the roll stopped at the failed node: target-b kept its binary and process" test \
+    "$(on target-b sha256sum /usr/local/bin/huiyan)/$(unit target-b MainPID)" = "$sum_b/$pid_b"
+not_visited() { local ok; ok=$(recap "$1" "$2" ok); [[ -z $ok || $ok == 0 ]]; }
+check "the roll stopped at the failed node: target-b was not visited" \
+    not_visited "$WORK/upgrade-broken.log" target-b
+check_log "$WORK/upgrade-back.log" "upgrade.yml brings the failed node back with a good binary" \
+    playbook "$WORK/upgrade-back.log" upgrade.yml -l target-a -e "huiyan_node_binary_src=$WORK/huiyan-v2"
 
 log "took $((SECONDS - T0)) s"
 printf '%s passed, %s failed\n' "$passed" "$failed"

@@ -61,7 +61,12 @@ impl Checker {
     pub fn new(file: &Path, text: &str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Checker { file: file.to_path_buf(), line_starts, locations: HashMap::new(), found: Vec::new() }
+        Checker {
+            file: file.to_path_buf(),
+            line_starts,
+            locations: HashMap::new(),
+            found: Vec::new(),
+        }
     }
 
     pub fn file(&self) -> &Path {
@@ -86,7 +91,13 @@ impl Checker {
     }
 
     /// Records a problem at a byte span of the file (or of the file as a whole).
-    pub fn error_at_span(&mut self, span: Option<Range<usize>>, field: &str, msg: String, hint: &str) {
+    pub fn error_at_span(
+        &mut self,
+        span: Option<Range<usize>>,
+        field: &str,
+        msg: String,
+        hint: &str,
+    ) {
         let at = span.map(|s| self.line_col(s.start)).unwrap_or((0, 0));
         self.push(at, field, msg, hint);
     }
@@ -170,7 +181,10 @@ impl FromItem for Vec<String> {
     const EXPECTED: &'static str = "a list of strings";
 
     fn from_item(item: &Item) -> Option<Self> {
-        item.as_array()?.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+        item.as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect()
     }
 }
 
@@ -185,11 +199,19 @@ pub struct Fields<'t> {
 
 impl<'t> Fields<'t> {
     pub fn root(doc: &'t ImDocument<String>) -> Self {
-        Fields { table: doc.as_table(), path: String::new(), known: BTreeSet::new() }
+        Fields {
+            table: doc.as_table(),
+            path: String::new(),
+            known: BTreeSet::new(),
+        }
     }
 
     fn field_path(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     fn lookup(&mut self, c: &mut Checker, key: &'static str) -> Option<(&'t Item, String)> {
@@ -207,7 +229,10 @@ impl<'t> Fields<'t> {
         let (item, path) = self.lookup(c, key)?;
         let value = T::from_item(item);
         if value.is_none() {
-            let found = item.as_value().map(|v| v.to_string()).unwrap_or_else(|| "a table".into());
+            let found = item
+                .as_value()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "a table".into());
             let message = format!("expected {}, found {}", T::EXPECTED, found.trim());
             c.error_at_span(item.span(), &path, message, "correct the value");
         }
@@ -235,7 +260,11 @@ impl<'t> Fields<'t> {
     pub fn table(&mut self, c: &mut Checker, key: &'static str) -> Option<Fields<'t>> {
         let (item, path) = self.lookup(c, key)?;
         match item.as_table() {
-            Some(table) => Some(Fields { table, path, known: BTreeSet::new() }),
+            Some(table) => Some(Fields {
+                table,
+                path,
+                known: BTreeSet::new(),
+            }),
             None => {
                 let message = format!("expected a table `[{path}]`");
                 c.error_at_span(item.span(), &path, message, "write it as a [section]");
@@ -246,7 +275,9 @@ impl<'t> Fields<'t> {
 
     /// An array of tables such as `[[rooms]]`; empty when absent or malformed (recorded).
     pub fn tables(&mut self, c: &mut Checker, key: &'static str) -> Vec<Fields<'t>> {
-        let Some((item, path)) = self.lookup(c, key) else { return Vec::new() };
+        let Some((item, path)) = self.lookup(c, key) else {
+            return Vec::new();
+        };
         match item.as_array_of_tables() {
             Some(array) => array
                 .iter()
@@ -276,7 +307,11 @@ impl<'t> Fields<'t> {
             if self.known.contains(key) {
                 continue;
             }
-            let span = self.table.key(key).and_then(|k| k.span()).or_else(|| item.span());
+            let span = self
+                .table
+                .key(key)
+                .and_then(|k| k.span())
+                .or_else(|| item.span());
             let hint = match closest(key, &self.known) {
                 Some(near) => format!("did you mean `{near}`?"),
                 None => {
@@ -284,7 +319,12 @@ impl<'t> Fields<'t> {
                     format!("known keys here: {}", list.join(", "))
                 }
             };
-            c.error_at_span(span, &self.field_path(key), format!("unknown key `{key}`"), &hint);
+            c.error_at_span(
+                span,
+                &self.field_path(key),
+                format!("unknown key `{key}`"),
+                &hint,
+            );
         }
     }
 }
@@ -338,10 +378,19 @@ mod tests {
         let summary: Vec<_> = found.iter().map(|d| (d.line, d.field.as_str())).collect();
         assert_eq!(
             summary,
-            [(1, "site"), (1, "uplink_kbps"), (4, "listen.web"), (2, "siet")],
+            [
+                (1, "site"),
+                (1, "uplink_kbps"),
+                (4, "listen.web"),
+                (2, "siet")
+            ],
             "{found:#?}"
         );
-        assert!(found[3].hint.contains("did you mean `site`"), "{}", found[3]);
+        assert!(
+            found[3].hint.contains("did you mean `site`"),
+            "{}",
+            found[3]
+        );
         assert!(found[2].message.contains("0.0.0.0:8443"), "{}", found[2]);
     }
 
@@ -352,7 +401,11 @@ mod tests {
         let found = c.into_diagnostics();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].line, 1);
-        assert!(found[0].to_string().starts_with("x.toml:1:"), "{}", found[0]);
+        assert!(
+            found[0].to_string().starts_with("x.toml:1:"),
+            "{}",
+            found[0]
+        );
     }
 
     #[test]

@@ -18,26 +18,37 @@ use crate::Error;
 /// Refuses to overwrite an existing file: a node's identity must never change by accident.
 pub fn generate_key_file(path: &Path) -> Result<PeerId, Error> {
     let keypair = Keypair::generate_ed25519();
-    let bytes = keypair
-        .to_protobuf_encoding()
-        .map_err(|e| Error::Key { path: path.to_owned(), reason: e.to_string() })?;
-    let io_err = |e: std::io::Error| Error::Key { path: path.to_owned(), reason: e.to_string() };
+    let bytes = keypair.to_protobuf_encoding().map_err(|e| Error::Key {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let io_err = |e: std::io::Error| Error::Key {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::KeyExists { path: path.to_owned() },
+            std::io::ErrorKind::AlreadyExists => Error::KeyExists {
+                path: path.to_owned(),
+            },
             _ => io_err(e),
         })?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io_err)?;
+    file.write_all(&bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err)?;
     Ok(keypair.public().to_peer_id())
 }
 
 /// Reads the node key at `path`.
 pub fn load_key_file(path: &Path) -> Result<Keypair, Error> {
-    let key_err = |reason: String| Error::Key { path: path.to_owned(), reason };
+    let key_err = |reason: String| Error::Key {
+        path: path.to_owned(),
+        reason,
+    };
     let meta = fs::metadata(path).map_err(|e| key_err(e.to_string()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(key_err(format!(
@@ -63,7 +74,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.key");
         let peer = generate_key_file(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(load_key_file(&path).unwrap().public().to_peer_id(), peer);
     }
 
@@ -72,10 +86,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.key");
         generate_key_file(&path).unwrap();
-        assert!(matches!(generate_key_file(&path), Err(Error::KeyExists { .. })));
+        assert!(matches!(
+            generate_key_file(&path),
+            Err(Error::KeyExists { .. })
+        ));
 
         let bad = dir.path().join("bad.key");
-        fs::OpenOptions::new().write(true).create(true).mode(0o600).open(&bad).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&bad)
+            .unwrap();
         fs::write(&bad, b"hello").unwrap();
         let err = load_key_file(&bad).unwrap_err().to_string();
         assert!(err.contains("not a huiyan node key"), "{err}");

@@ -35,7 +35,11 @@ pub enum Error {
         "data dir {path} was written by a newer huiyan (store schema {found}, this build reads up \
          to {supported}); run the newer huiyan or restore a backup made by this version"
     )]
-    StoreTooNew { path: PathBuf, found: u32, supported: u32 },
+    StoreTooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error(
         "data dir {path} holds data that is not a huiyan store ({reason}); point `data_dir` at an \
          empty or huiyan directory"

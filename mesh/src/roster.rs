@@ -84,14 +84,22 @@ impl FromStr for HostPort {
 
     fn from_str(s: &str) -> Result<Self, ()> {
         let (host, port) = s.rsplit_once(':').ok_or(())?;
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let valid_host = !host.is_empty()
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
         let port: u16 = port.parse().map_err(|_| ())?;
         if !valid_host || port == 0 {
             return Err(());
         }
-        Ok(HostPort { host: host.to_owned(), port })
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -104,7 +112,14 @@ impl FromItem for HostPort {
 }
 
 /// Record scopes every site may hold unless its roster entry narrows it.
-pub const SCOPES: [&str; 6] = ["public", "accounts", "mediation", "hotline", "command", "conference"];
+pub const SCOPES: [&str; 6] = [
+    "public",
+    "accounts",
+    "mediation",
+    "hotline",
+    "command",
+    "conference",
+];
 
 /// The scope of the community-correction records of one justice office.
 pub fn correction_scope(office: &str) -> String {
@@ -171,7 +186,9 @@ impl Roster {
     /// Parses and validates roster text; `path` is used in messages only.
     pub fn parse(path: &Path, text: &str) -> Result<Roster, Vec<Diagnostic>> {
         let mut c = Checker::new(path, text);
-        let Some(doc) = c.parse(text) else { return Err(c.into_diagnostics()) };
+        let Some(doc) = c.parse(text) else {
+            return Err(c.into_diagnostics());
+        };
         let mut root = Fields::root(&doc);
         let mut sites = Vec::new();
         let entries = root.tables(&mut c, "site");
@@ -183,12 +200,20 @@ impl Roster {
         }
         let roster = Roster { sites };
         roster.check(&mut c);
-        if c.has_errors() { Err(c.into_diagnostics()) } else { Ok(roster) }
+        if c.has_errors() {
+            Err(c.into_diagnostics())
+        } else {
+            Ok(roster)
+        }
     }
 
     fn check(&self, c: &mut Checker) {
         if self.sites.is_empty() {
-            c.error("site", "the roster lists no site", "add one [[site]] table per site");
+            c.error(
+                "site",
+                "the roster lists no site",
+                "add one [[site]] table per site",
+            );
         }
         let hubs = self.sites.iter().filter(|s| s.role == Role::Hub).count();
         if !self.sites.is_empty() && hubs != 1 {
@@ -211,10 +236,18 @@ impl Roster {
             if let Some(peer) = site.peer_id {
                 if let Some(other) = peers.insert(peer, site.id.clone()) {
                     let msg = format!("peer_id is also the peer_id of site `{other}`");
-                    c.error(&at("peer_id"), msg, "each site has its own key: run `huiyan keygen`");
+                    c.error(
+                        &at("peer_id"),
+                        msg,
+                        "each site has its own key: run `huiyan keygen`",
+                    );
                 }
             }
-            for (key, addr) in [("mesh", &site.mesh), ("media", &site.media), ("web", &site.web)] {
+            for (key, addr) in [
+                ("mesh", &site.mesh),
+                ("media", &site.media),
+                ("web", &site.web),
+            ] {
                 if let Some(other) = addresses.insert(addr.to_string(), at(key)) {
                     let msg = format!("address {addr} is also used by `{other}`");
                     c.error(&at(key), msg, "give every listener its own port");
@@ -224,7 +257,9 @@ impl Roster {
                 let known = scope == "*"
                     || SCOPES.contains(&scope.as_str())
                     || scope.strip_prefix("correction/").is_some_and(|office| {
-                        self.sites.iter().any(|s| s.id == office && s.role == Role::Office)
+                        self.sites
+                            .iter()
+                            .any(|s| s.id == office && s.role == Role::Office)
                     });
                 if !known {
                     let msg = format!("unknown scope `{scope}`");
@@ -259,29 +294,41 @@ fn read_site(c: &mut Checker, f: &mut Fields<'_>) -> Option<Site> {
     let id: Option<String> = f.required(c, "id", "name the site, like \"scenic-2\"");
     if let Some(id) = &id {
         let valid = !id.is_empty()
-            && id.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
+            && id
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
         if !valid {
             let msg = format!("site id `{id}` is not valid");
-            c.error(&f.path_of("id"), msg, "use lowercase letters, digits and '-'");
+            c.error(
+                &f.path_of("id"),
+                msg,
+                "use lowercase letters, digits and '-'",
+            );
         }
     }
     let name_zh = f.required(c, "name_zh", "give the Chinese name shown to users");
     let name_en = f.required(c, "name_en", "give the English name shown to users");
     let role = f.required(c, "role", "say what the site is");
-    let peer_id = f.optional::<String>(c, "peer_id").and_then(|text| match text.parse() {
-        Ok(peer) => Some(peer),
-        Err(_) => {
-            let msg = format!("`{text}` is not a PeerId");
-            let hint = "copy the line `huiyan keygen` printed for this site's key";
-            c.error(&f.path_of("peer_id"), msg, hint);
-            None
-        }
-    });
+    let peer_id = f
+        .optional::<String>(c, "peer_id")
+        .and_then(|text| match text.parse() {
+            Ok(peer) => Some(peer),
+            Err(_) => {
+                let msg = format!("`{text}` is not a PeerId");
+                let hint = "copy the line `huiyan keygen` printed for this site's key";
+                c.error(&f.path_of("peer_id"), msg, hint);
+                None
+            }
+        });
     let hint = "give the address other sites use, like \"host:7000\"";
     let mesh = f.required(c, "mesh", hint);
     let media = f.required(c, "media", hint);
     let web = f.required(c, "web", hint);
-    let scopes = f.required(c, "scopes", "list the record scopes the site may hold, or [\"*\"]");
+    let scopes = f.required(
+        c,
+        "scopes",
+        "list the record scopes the site may hold, or [\"*\"]",
+    );
     Some(Site {
         id: id?,
         name_zh: name_zh?,
@@ -328,7 +375,12 @@ scopes = ["public", "mediation"]
         let scenic = roster.site("scenic-1").unwrap();
         assert!(scenic.may_hold("mediation"));
         assert!(!scenic.may_hold(&correction_scope("office-1")));
-        assert!(roster.site("hub").unwrap().may_hold(&correction_scope("office-1")));
+        assert!(
+            roster
+                .site("hub")
+                .unwrap()
+                .may_hold(&correction_scope("office-1"))
+        );
     }
 
     #[test]

@@ -15,8 +15,11 @@ fn pattern_allows(p: &str, scope: &str) -> bool {
         return true;
     }
     match p.strip_suffix("/*") {
-        Some(prefix) => scope.len() > prefix.len() + 1 && scope.starts_with(prefix)
-            && scope.as_bytes()[prefix.len()] == b'/',
+        Some(prefix) => {
+            scope.len() > prefix.len() + 1
+                && scope.starts_with(prefix)
+                && scope.as_bytes()[prefix.len()] == b'/'
+        }
         None => p == scope,
     }
 }
@@ -49,7 +52,10 @@ mod tests {
         assert!(allows(&["correction/*"], "correction/office-1"));
         assert!(!allows(&["correction/*"], "correction"));
         assert!(!allows(&["correction/*"], "correctionx/a"));
-        assert!(allows(&["public", "correction/office-1"], "correction/office-1"));
+        assert!(allows(
+            &["public", "correction/office-1"],
+            "correction/office-1"
+        ));
         assert!(!allows(&["public", "mediation"], "correction/office-1"));
         let none: [&str; 0] = [];
         assert!(!allows(&none, "public"));
@@ -58,8 +64,14 @@ mod tests {
     #[test]
     fn coverage() {
         assert!(covers(&["*"], &["public", "correction/*"]));
-        assert!(covers(&["public", "correction/*"], &["public", "correction/office-2"]));
-        assert!(!covers(&["public", "correction/office-1"], &["public", "correction/office-2"]));
+        assert!(covers(
+            &["public", "correction/*"],
+            &["public", "correction/office-2"]
+        ));
+        assert!(!covers(
+            &["public", "correction/office-1"],
+            &["public", "correction/office-2"]
+        ));
         assert!(!covers(&["public"], &["*"]));
         assert!(covers(&["correction/*"], &["correction/*"]));
     }

@@ -42,7 +42,11 @@ pub struct SyncConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { chunk_entries: 128, window: 3, penalty_ms: 30_000 }
+        Self {
+            chunk_entries: 128,
+            window: 3,
+            penalty_ms: 30_000,
+        }
     }
 }
 
@@ -69,7 +73,7 @@ struct InFlight {
 }
 
 /// Sync status of one peer, for `/api/v1/sync` and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerStatus {
     /// The peer.
     pub peer: PeerId,
@@ -100,7 +104,13 @@ pub struct Planner {
 impl Planner {
     /// A planner starting from the durable local holdings.
     pub fn new(cfg: SyncConfig, local: VersionVector) -> Self {
-        Self { cfg, local, peers: BTreeMap::new(), in_flight: BTreeMap::new(), buffered: BTreeMap::new() }
+        Self {
+            cfg,
+            local,
+            peers: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            buffered: BTreeMap::new(),
+        }
     }
 
     /// Local holdings as the planner knows them.
@@ -170,15 +180,29 @@ impl Planner {
                     next = end + 1;
                     continue;
                 }
-                let Some(peer) = self.pick_source(origin, next, now_ms) else { break };
+                let Some(peer) = self.pick_source(origin, next, now_ms) else {
+                    break;
+                };
                 let held = self.peers[&peer].remote.get(&origin);
-                let gap_end = self.next_covered_start(origin, next).map_or(u64::MAX, |s| s - 1);
-                let to = (next + self.cfg.chunk_entries - 1).min(held).min(top).min(gap_end);
+                let gap_end = self
+                    .next_covered_start(origin, next)
+                    .map_or(u64::MAX, |s| s - 1);
+                let to = (next + self.cfg.chunk_entries - 1)
+                    .min(held)
+                    .min(top)
+                    .min(gap_end);
                 self.in_flight.insert((origin, next), InFlight { peer, to });
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.in_flight += 1;
                 }
-                out.push((peer, Range { origin, from: next, to }));
+                out.push((
+                    peer,
+                    Range {
+                        origin,
+                        from: next,
+                        to,
+                    },
+                ));
                 next = to + 1;
             }
         }
@@ -189,7 +213,11 @@ impl Planner {
     fn covered_until(&self, origin: PeerId, seq: u64) -> Option<u64> {
         let lo = (origin, 0);
         let hi = (origin, seq);
-        let f = self.in_flight.range(lo..=hi).next_back().filter(|(_, f)| f.to >= seq);
+        let f = self
+            .in_flight
+            .range(lo..=hi)
+            .next_back()
+            .filter(|(_, f)| f.to >= seq);
         if let Some((_, f)) = f {
             return Some(f.to);
         }
@@ -211,14 +239,17 @@ impl Planner {
 
     fn pick_source(&self, origin: PeerId, seq: u64, now_ms: u64) -> Option<PeerId> {
         let budget = self.cfg.window;
-        let buffered_from = |peer: &PeerId| self.buffered.values().filter(|(p, _)| p == peer).count();
+        let buffered_from =
+            |peer: &PeerId| self.buffered.values().filter(|(p, _)| p == peer).count();
         self.peers
             .iter()
             .filter(|(id, p)| {
                 p.connected
                     && p.remote.get(&origin) >= seq
                     && p.in_flight + buffered_from(id) < budget
-                    && p.penalties.get(&origin).is_none_or(|until| *until <= now_ms)
+                    && p.penalties
+                        .get(&origin)
+                        .is_none_or(|until| *until <= now_ms)
             })
             // Rank: the origin itself, then covering peers, then the least busy.
             .min_by_key(|(id, p)| (**id != origin, !p.covers_us, p.in_flight))
@@ -227,11 +258,26 @@ impl Planner {
 
     /// A batch arrived for the request (`origin`, `from`). Entries must be consecutive from
     /// `from`; anything else is the peer's fault and is dropped with an error.
-    pub fn on_batch(&mut self, peer: PeerId, origin: PeerId, from: u64, entries: Vec<Entry>, now_ms: u64) {
+    pub fn on_batch(
+        &mut self,
+        peer: PeerId,
+        origin: PeerId,
+        from: u64,
+        entries: Vec<Entry>,
+        now_ms: u64,
+    ) {
         self.finish_request(&peer, origin, from);
-        let shaped = entries.iter().enumerate().all(|(i, e)| e.origin == origin && e.seq == from + i as u64);
+        let shaped = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.origin == origin && e.seq == from + i as u64);
         if !shaped {
-            self.on_peer_fault(peer, origin, "batch does not match the range asked for", now_ms);
+            self.on_peer_fault(
+                peer,
+                origin,
+                "batch does not match the range asked for",
+                now_ms,
+            );
             return;
         }
         if entries.is_empty() {
@@ -251,10 +297,10 @@ impl Planner {
     }
 
     fn finish_request(&mut self, peer: &PeerId, origin: PeerId, from: u64) {
-        if self.in_flight.remove(&(origin, from)).is_some() {
-            if let Some(p) = self.peers.get_mut(peer) {
-                p.in_flight = p.in_flight.saturating_sub(1);
-            }
+        if self.in_flight.remove(&(origin, from)).is_some()
+            && let Some(p) = self.peers.get_mut(peer)
+        {
+            p.in_flight = p.in_flight.saturating_sub(1);
         }
     }
 
@@ -266,7 +312,8 @@ impl Planner {
             p.last_error = Some(error.to_owned());
             p.penalties.insert(origin, until);
         }
-        self.buffered.retain(|(o, _), (p, _)| !(*o == origin && *p == peer));
+        self.buffered
+            .retain(|(o, _), (p, _)| !(*o == origin && *p == peer));
     }
 
     /// Takes the next batch that directly follows the local holdings, trimmed of anything
@@ -297,7 +344,9 @@ impl Planner {
                 peer: *id,
                 connected: p.connected,
                 lag_entries: self.local.lag_behind(&p.remote),
-                lag_seconds: p.behind_since_ms.map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1e3),
+                lag_seconds: p
+                    .behind_since_ms
+                    .map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1e3),
                 last_error: p.last_error.clone(),
                 remote: p.remote.clone(),
             })
@@ -395,7 +444,11 @@ mod tests {
         let origin = PeerId::random();
         let hub = PeerId::random();
         let local: VersionVector = [(origin, 10)].into_iter().collect();
-        let cfg = SyncConfig { chunk_entries: 5, window: 2, penalty_ms: 1000 };
+        let cfg = SyncConfig {
+            chunk_entries: 5,
+            window: 2,
+            penalty_ms: 1000,
+        };
         let mut p = Planner::new(cfg, local);
         p.on_connected(hub, true);
         p.on_heads(hub, [(origin, 40)].into_iter().collect(), 0);
@@ -403,8 +456,22 @@ mod tests {
         assert_eq!(
             reqs,
             vec![
-                (hub, Range { origin, from: 11, to: 15 }),
-                (hub, Range { origin, from: 16, to: 20 }),
+                (
+                    hub,
+                    Range {
+                        origin,
+                        from: 11,
+                        to: 15
+                    }
+                ),
+                (
+                    hub,
+                    Range {
+                        origin,
+                        from: 16,
+                        to: 20
+                    }
+                ),
             ]
         );
         // Window full: nothing more until an answer.
@@ -419,7 +486,11 @@ mod tests {
         let origin = key.public().to_peer_id();
         let c = chain(&key, 6, "public");
         let hub = PeerId::random();
-        let cfg = SyncConfig { chunk_entries: 2, window: 3, penalty_ms: 1000 };
+        let cfg = SyncConfig {
+            chunk_entries: 2,
+            window: 3,
+            penalty_ms: 1000,
+        };
         let mut p = Planner::new(cfg, VersionVector::new());
         p.on_connected(hub, true);
         p.on_heads(hub, [(origin, 6)].into_iter().collect(), 0);
@@ -440,14 +511,28 @@ mod tests {
         p.on_disconnected(&hub);
         assert!(p.next_requests(0).is_empty());
         p.on_connected(hub, true);
-        assert_eq!(p.next_requests(0), vec![(hub, Range { origin, from: 5, to: 6 })]);
+        assert_eq!(
+            p.next_requests(0),
+            vec![(
+                hub,
+                Range {
+                    origin,
+                    from: 5,
+                    to: 6
+                }
+            )]
+        );
     }
 
     #[test]
     fn prefers_the_origin_then_covering_peers_and_skips_penalised_ones() {
         let origin = PeerId::random();
         let (scenic, hub) = (PeerId::random(), PeerId::random());
-        let cfg = SyncConfig { chunk_entries: 100, window: 1, penalty_ms: 1000 };
+        let cfg = SyncConfig {
+            chunk_entries: 100,
+            window: 1,
+            penalty_ms: 1000,
+        };
         let mut p = Planner::new(cfg, VersionVector::new());
         let vv: VersionVector = [(origin, 3)].into_iter().collect();
         p.on_connected(scenic, false);
@@ -479,7 +564,10 @@ mod tests {
         p.next_requests(0);
         p.on_batch(hub, origin, 1, c[1..3].to_vec(), 0);
         assert!(p.take_ready().is_none());
-        assert_eq!(p.status(0)[0].last_error.as_deref(), Some("batch does not match the range asked for"));
+        assert_eq!(
+            p.status(0)[0].last_error.as_deref(),
+            Some("batch does not match the range asked for")
+        );
     }
 
     #[test]
@@ -490,27 +578,51 @@ mod tests {
         let scenic = scopes(&["public"]);
         let none = |_| None;
 
-        assert_eq!(admit(c[0].clone(), false, None, none, &office), Err(Refusal::UnknownOrigin));
-        assert_eq!(admit(c[0].clone(), true, None, none, &office), Ok(Admission::Store(c[0].clone())));
-        assert_eq!(admit(c[1].clone(), true, None, none, &office), Err(Refusal::SeqGap));
+        assert_eq!(
+            admit(c[0].clone(), false, None, none, &office),
+            Err(Refusal::UnknownOrigin)
+        );
+        assert_eq!(
+            admit(c[0].clone(), true, None, none, &office),
+            Ok(Admission::Store(c[0].clone()))
+        );
+        assert_eq!(
+            admit(c[1].clone(), true, None, none, &office),
+            Err(Refusal::SeqGap)
+        );
         let head = Some((1, [9; 32]));
-        assert_eq!(admit(c[1].clone(), true, head, none, &office), Err(Refusal::BrokenChain));
+        assert_eq!(
+            admit(c[1].clone(), true, head, none, &office),
+            Err(Refusal::BrokenChain)
+        );
 
         // A scenic site keeps only the header of a correction record.
         let got = admit(c[0].clone(), true, None, none, &scenic).unwrap();
         assert_eq!(got, Admission::StoreWithheld(c[0].withheld()));
         // An office may hold it, so a withheld copy is refused.
-        assert_eq!(admit(c[0].withheld(), true, None, none, &office), Err(Refusal::Withheld));
+        assert_eq!(
+            admit(c[0].withheld(), true, None, none, &office),
+            Err(Refusal::Withheld)
+        );
 
         let mut t = c[0].clone();
         t.body = crate::log::Body::Full(b"{}".to_vec());
-        assert_eq!(admit(t, true, None, none, &office), Err(Refusal::BadSignature));
+        assert_eq!(
+            admit(t, true, None, none, &office),
+            Err(Refusal::BadSignature)
+        );
 
         let h0 = c[0].hash();
         let head = Some((1, h0));
-        assert_eq!(admit(c[0].clone(), true, head, |_| Some(h0), &office), Ok(Admission::Duplicate));
+        assert_eq!(
+            admit(c[0].clone(), true, head, |_| Some(h0), &office),
+            Ok(Admission::Duplicate)
+        );
         let other = chain(&key, 1, "public").remove(0);
-        assert_eq!(admit(other, true, head, |_| Some(h0), &office), Err(Refusal::Conflict));
+        assert_eq!(
+            admit(other, true, head, |_| Some(h0), &office),
+            Err(Refusal::Conflict)
+        );
     }
 
     #[test]

@@ -86,7 +86,11 @@ impl VersionVector {
             .iter()
             .filter_map(|(o, theirs)| {
                 let mine = self.get(o);
-                (theirs > mine).then_some(Range { origin: *o, from: mine + 1, to: theirs })
+                (theirs > mine).then_some(Range {
+                    origin: *o,
+                    from: mine + 1,
+                    to: theirs,
+                })
             })
             .collect()
     }
@@ -113,7 +117,8 @@ impl VersionVector {
         }
         let mut vv = VersionVector::new();
         for _ in 0..n {
-            let o = PeerId::from_bytes(r.bytes(64)?).map_err(|_| r.err("origin is not a PeerId"))?;
+            let o =
+                PeerId::from_bytes(r.bytes(64)?).map_err(|_| r.err("origin is not a PeerId"))?;
             let s = r.uvarint()?;
             if s == 0 || vv.0.insert(o, s).is_some() {
                 return Err(r.err("zero or repeated origin in version vector"));
@@ -144,7 +149,18 @@ mod tests {
         let theirs: VersionVector = [(a, 8), (b, 3), (c, 2)].into_iter().collect();
         let mut m = mine.missing_from(&theirs);
         m.sort();
-        let mut want = vec![Range { origin: a, from: 6, to: 8 }, Range { origin: c, from: 1, to: 2 }];
+        let mut want = vec![
+            Range {
+                origin: a,
+                from: 6,
+                to: 8,
+            },
+            Range {
+                origin: c,
+                from: 1,
+                to: 2,
+            },
+        ];
         want.sort();
         assert_eq!(m, want);
         assert_eq!(mine.lag_behind(&theirs), 5);

@@ -80,8 +80,8 @@ impl Request {
         let req = match r.u8()? {
             1 => Request::Heads(VersionVector::decode(&mut r)?),
             2 => {
-                let origin =
-                    PeerId::from_bytes(r.bytes(64)?).map_err(|_| r.err("origin is not a PeerId"))?;
+                let origin = PeerId::from_bytes(r.bytes(64)?)
+                    .map_err(|_| r.err("origin is not a PeerId"))?;
                 let from = r.uvarint()?;
                 let to = r.uvarint()?;
                 if from == 0 || to < from {
@@ -207,12 +207,20 @@ mod tests {
         let vv: VersionVector = [(PeerId::random(), 4)].into_iter().collect();
         for req in [
             Request::Heads(vv.clone()),
-            Request::Range { origin: PeerId::random(), from: 3, to: 9 },
+            Request::Range {
+                origin: PeerId::random(),
+                from: 3,
+                to: 9,
+            },
         ] {
             assert_eq!(Request::decode(&req.encode()).unwrap(), req);
         }
         let batch = Response::Batch(vec![b"abc".to_vec(), vec![7; 1000]]);
-        for resp in [Response::Heads(vv.clone()), batch, Response::Refused("nope".into())] {
+        for resp in [
+            Response::Heads(vv.clone()),
+            batch,
+            Response::Refused("nope".into()),
+        ] {
             assert_eq!(Response::decode(&resp.encode()).unwrap(), resp);
         }
         assert_eq!(decode_heads(&encode_heads(&vv)).unwrap(), vv);

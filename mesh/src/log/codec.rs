@@ -62,12 +62,18 @@ impl<'a> Reader<'a> {
 
     /// An error at the current offset.
     pub fn err(&self, reason: &'static str) -> DecodeError {
-        DecodeError { offset: self.pos, reason }
+        DecodeError {
+            offset: self.pos,
+            reason,
+        }
     }
 
     /// Reads one byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.err("unexpected end of input"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end of input"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -102,17 +108,26 @@ impl<'a> Reader<'a> {
             let b = self.u8()?;
             let part = u64::from(b & 0x7f);
             if i == 9 && b > 1 {
-                return Err(DecodeError { offset: start, reason: "varint overflows u64" });
+                return Err(DecodeError {
+                    offset: start,
+                    reason: "varint overflows u64",
+                });
             }
             v |= part << (7 * i);
             if b & 0x80 == 0 {
                 if b == 0 && i > 0 {
-                    return Err(DecodeError { offset: start, reason: "non-minimal varint" });
+                    return Err(DecodeError {
+                        offset: start,
+                        reason: "non-minimal varint",
+                    });
                 }
                 return Ok(v);
             }
         }
-        Err(DecodeError { offset: start, reason: "varint longer than 10 bytes" })
+        Err(DecodeError {
+            offset: start,
+            reason: "varint longer than 10 bytes",
+        })
     }
 
     /// Reads a varint length (at most `max`) followed by that many bytes.
@@ -144,7 +159,10 @@ mod tests {
             assert_eq!(r.uvarint().unwrap(), v);
             assert!(r.is_empty());
         }
-        assert_eq!(Reader::new(&[0x80, 0x00]).uvarint().unwrap_err().reason, "non-minimal varint");
+        assert_eq!(
+            Reader::new(&[0x80, 0x00]).uvarint().unwrap_err().reason,
+            "non-minimal varint"
+        );
         assert!(Reader::new(&[0xff; 11]).uvarint().is_err());
         assert!(Reader::new(&[0x80]).uvarint().is_err());
     }

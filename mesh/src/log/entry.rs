@@ -183,14 +183,16 @@ pub fn sha256(bytes: &[u8]) -> Hash {
 pub fn valid_scope(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SCOPE
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b))
 }
 
 /// Checks a kind name: 1..=64 bytes of `a-z 0-9 - _ .`.
 pub fn valid_kind(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_KIND
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
 /// The Ed25519 public key embedded in an Ed25519 PeerId (identity multihash), if any.
@@ -227,7 +229,9 @@ impl Entry {
             body: Body::Full(draft.payload),
             signature: Vec::new(),
         };
-        e.signature = key.sign(&e.signed_message()).map_err(|_| "the node key cannot sign")?;
+        e.signature = key
+            .sign(&e.signed_message())
+            .map_err(|_| "the node key cannot sign")?;
         Ok(e)
     }
 
@@ -268,7 +272,10 @@ impl Entry {
     /// The same entry with its payload replaced by length and hash.
     pub fn withheld(&self) -> Entry {
         Entry {
-            body: Body::Withheld { len: self.body.len(), hash: self.body.hash() },
+            body: Body::Withheld {
+                len: self.body.len(),
+                hash: self.body.hash(),
+            },
             ..self.clone()
         }
     }
@@ -300,14 +307,22 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         let mut r = Reader::new(bytes);
         if r.u8()? != FORMAT_VERSION {
-            return Err(DecodeError { offset: 0, reason: "unknown entry format version" });
+            return Err(DecodeError {
+                offset: 0,
+                reason: "unknown entry format version",
+            });
         }
         let flags = r.u8()?;
         if flags & !FLAG_WITHHELD != 0 {
-            return Err(DecodeError { offset: 1, reason: "unknown flag bits" });
+            return Err(DecodeError {
+                offset: 1,
+                reason: "unknown flag bits",
+            });
         }
-        let origin = PeerId::from_bytes(r.bytes(MAX_ORIGIN)?)
-            .map_err(|_| DecodeError { offset: 2, reason: "origin is not a PeerId" })?;
+        let origin = PeerId::from_bytes(r.bytes(MAX_ORIGIN)?).map_err(|_| DecodeError {
+            offset: 2,
+            reason: "origin is not a PeerId",
+        })?;
         let seq = r.uvarint()?;
         if seq == 0 {
             return Err(r.err("seq 0 is not allowed"));
@@ -332,7 +347,10 @@ impl Entry {
             if len > MAX_PAYLOAD as u64 {
                 return Err(r.err("payload length above the allowed maximum"));
             }
-            Body::Withheld { len, hash: r.array::<32>()? }
+            Body::Withheld {
+                len,
+                hash: r.array::<32>()?,
+            }
         };
         let signature = r.bytes(MAX_SIGNATURE)?.to_vec();
         if !r.is_empty() {
@@ -385,7 +403,14 @@ pub(crate) mod tests {
             .map(|seq| {
                 let payload = format!("{{\"n\":{seq}}}").into_bytes();
                 let hlc = HlcTime::new(1_000 + seq, 0);
-                let d = Draft { seq, prev, hlc, scope, kind: "case", payload };
+                let d = Draft {
+                    seq,
+                    prev,
+                    hlc,
+                    scope,
+                    kind: "case",
+                    payload,
+                };
                 let e = Entry::sign(key, d).unwrap();
                 prev = e.hash();
                 e
@@ -440,8 +465,14 @@ pub(crate) mod tests {
         let c = chain(&key, 3, "mediation");
         c[0].check_follows(None).unwrap();
         c[1].check_follows(Some((1, c[0].hash()))).unwrap();
-        assert_eq!(c[2].check_follows(Some((1, c[0].hash()))), Err(Refusal::SeqGap));
-        assert_eq!(c[1].check_follows(Some((1, [7; 32]))), Err(Refusal::BrokenChain));
+        assert_eq!(
+            c[2].check_follows(Some((1, c[0].hash()))),
+            Err(Refusal::SeqGap)
+        );
+        assert_eq!(
+            c[1].check_follows(Some((1, [7; 32]))),
+            Err(Refusal::BrokenChain)
+        );
     }
 
     #[test]

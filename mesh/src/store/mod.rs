@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
+mod log;
+pub use log::Head;
+
 /// The schema this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -34,21 +37,33 @@ impl Store {
     /// Opens (or creates) the store in `data_dir`, checking its format and schema version.
     pub fn open(data_dir: &Path) -> Result<Store, Error> {
         let path = data_dir.join("store");
-        let store_err = |reason: String| Error::Store { path: data_dir.to_owned(), reason };
+        let store_err = |reason: String| Error::Store {
+            path: data_dir.to_owned(),
+            reason,
+        };
         fs::create_dir_all(&path).map_err(|e| store_err(format!("cannot create it: {e}")))?;
         refuse_foreign_dir(&path).map_err(|reason| Error::StoreForeign {
             path: data_dir.to_owned(),
             reason,
         })?;
 
-        let db = sled::Config::new().path(&path).open().map_err(|e| match e {
-            sled::Error::Io(io) if is_lock_error(&io) => {
-                Error::StoreLocked { path: data_dir.to_owned() }
-            }
-            other => store_err(format!("cannot open the database: {other}")),
-        })?;
-        let meta = db.open_tree(META_TREE).map_err(|e| store_err(e.to_string()))?;
-        let store = Store { db, meta, path: data_dir.to_owned() };
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if is_lock_error(&io) => Error::StoreLocked {
+                    path: data_dir.to_owned(),
+                },
+                other => store_err(format!("cannot open the database: {other}")),
+            })?;
+        let meta = db
+            .open_tree(META_TREE)
+            .map_err(|e| store_err(e.to_string()))?;
+        let store = Store {
+            db,
+            meta,
+            path: data_dir.to_owned(),
+        };
         store.check_schema()?;
         Ok(store)
     }
@@ -58,12 +73,12 @@ impl Store {
         let schema = self.meta.get(KEY_SCHEMA).map_err(|e| self.err(e))?;
         match (format, schema) {
             (Some(format), Some(schema)) if format.as_ref() == FORMAT_MARKER => {
-                let found = <[u8; 4]>::try_from(schema.as_ref()).map(u32::from_be_bytes).map_err(
-                    |_| Error::StoreForeign {
+                let found = <[u8; 4]>::try_from(schema.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::StoreForeign {
                         path: self.path.clone(),
                         reason: "its schema version is unreadable".into(),
-                    },
-                )?;
+                    })?;
                 if found > SCHEMA_VERSION {
                     return Err(Error::StoreTooNew {
                         path: self.path.clone(),
@@ -74,7 +89,9 @@ impl Store {
                 Ok(())
             }
             (None, None) if self.is_empty() => {
-                self.meta.insert(KEY_FORMAT, FORMAT_MARKER).map_err(|e| self.err(e))?;
+                self.meta
+                    .insert(KEY_FORMAT, FORMAT_MARKER)
+                    .map_err(|e| self.err(e))?;
                 self.meta
                     .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())
                     .map_err(|e| self.err(e))?;
@@ -89,16 +106,17 @@ impl Store {
 
     fn is_empty(&self) -> bool {
         self.meta.is_empty()
-            && self
-                .db
-                .tree_names()
-                .iter()
-                .all(|name| name.as_ref() == META_TREE.as_bytes() || name.as_ref() == b"__sled__default")
+            && self.db.tree_names().iter().all(|name| {
+                name.as_ref() == META_TREE.as_bytes() || name.as_ref() == b"__sled__default"
+            })
             && self.db.is_empty()
     }
 
     fn err(&self, e: sled::Error) -> Error {
-        Error::Store { path: self.path.clone(), reason: e.to_string() }
+        Error::Store {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
     }
 
     /// Blocks until everything written so far is on disk.
@@ -128,7 +146,9 @@ impl Store {
         let next = self
             .meta
             .update_and_fetch(key.as_bytes(), |old| {
-                let n = old.and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes);
+                let n = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
                 Some(n.unwrap_or(0).saturating_add(1).to_be_bytes().to_vec())
             })
             .map_err(|e| self.err(e))?
@@ -144,13 +164,20 @@ impl Store {
 fn refuse_foreign_dir(path: &Path) -> Result<(), String> {
     let names: Vec<String> = fs::read_dir(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter_map(|entry| {
+            entry
+                .ok()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
         .collect();
     let looks_like_sled = names.iter().any(|n| n == "conf") && names.iter().any(|n| n == "db");
     if names.is_empty() || looks_like_sled {
         Ok(())
     } else {
-        Err(format!("{} has files that are not a sled database", path.display()))
+        Err(format!(
+            "{} has files that are not a sled database",
+            path.display()
+        ))
     }
 }
 
@@ -177,7 +204,10 @@ mod tests {
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.meta.insert(KEY_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes()).unwrap();
+        store
+            .meta
+            .insert(KEY_SCHEMA, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
         store.flush().unwrap();
         drop(store);
         let err = Store::open(dir.path()).unwrap_err();

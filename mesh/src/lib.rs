@@ -13,9 +13,12 @@ pub mod diag;
 pub mod hlc;
 pub mod identity;
 pub mod log;
+pub mod netem;
+pub mod replica;
 pub mod roster;
 pub mod scope;
 pub mod store;
+pub mod swarm;
 pub mod sync;
 pub mod vv;
 pub mod wire;
@@ -50,4 +53,8 @@ pub enum Error {
          it or choose another `data_dir`"
     )]
     StoreLocked { path: PathBuf },
+    #[error("record refused: {reason}")]
+    Record { reason: String },
+    #[error("mesh: {reason}")]
+    Mesh { reason: String },
 }

@@ -99,6 +99,8 @@ pub struct Planner {
     in_flight: BTreeMap<(PeerId, u64), InFlight>,
     /// (origin, from) -> (source peer, entries from..) received but not yet applied.
     buffered: BTreeMap<(PeerId, u64), (PeerId, Vec<Entry>)>,
+    /// (origin, from) -> to: handed out by `take_ready`, being verified and stored.
+    applying: BTreeMap<(PeerId, u64), u64>,
 }
 
 impl Planner {
@@ -110,6 +112,7 @@ impl Planner {
             peers: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             buffered: BTreeMap::new(),
+            applying: BTreeMap::new(),
         }
     }
 
@@ -221,6 +224,14 @@ impl Planner {
         if let Some((_, f)) = f {
             return Some(f.to);
         }
+        let a = self
+            .applying
+            .range(lo..=hi)
+            .next_back()
+            .filter(|(_, to)| **to >= seq);
+        if let Some((_, to)) = a {
+            return Some(*to);
+        }
         self.buffered
             .range(lo..=hi)
             .next_back()
@@ -234,7 +245,8 @@ impl Planner {
         let hi = (origin, u64::MAX);
         let a = self.in_flight.range(lo..=hi).next().map(|((_, s), _)| *s);
         let b = self.buffered.range(lo..=hi).next().map(|((_, s), _)| *s);
-        a.into_iter().chain(b).min()
+        let c = self.applying.range(lo..=hi).next().map(|((_, s), _)| *s);
+        a.into_iter().chain(b).chain(c).min()
     }
 
     fn pick_source(&self, origin: PeerId, seq: u64, now_ms: u64) -> Option<PeerId> {
@@ -330,10 +342,17 @@ impl Planner {
             if from <= have + 1 {
                 let (peer, mut entries) = self.buffered.remove(&key)?;
                 entries.drain(..(have + 1 - from) as usize);
+                self.applying.insert((origin, have + 1), from + len - 1);
                 return Some((peer, entries));
             }
         }
         None
+    }
+
+    /// The batch starting at (`origin`, `first`) handed out by `take_ready` was processed
+    /// (stored in full or in part; `on_applied` reports how far).
+    pub fn finish_apply(&mut self, origin: PeerId, first: u64) {
+        self.applying.remove(&(origin, first));
     }
 
     /// Status of every known peer.
@@ -502,10 +521,15 @@ mod tests {
         p.on_batch(hub, origin, 1, c[0..2].to_vec(), 0);
         let (_, ready) = p.take_ready().unwrap();
         assert_eq!(ready.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        // While it is being applied, nothing follows and nothing is asked again.
+        assert!(p.take_ready().is_none());
+        assert!(p.next_requests(0).is_empty());
         p.on_applied(origin, 2, 0);
+        p.finish_apply(origin, 1);
         let (_, ready) = p.take_ready().unwrap();
         assert_eq!(ready[0].seq, 3);
         p.on_applied(origin, 4, 0);
+        p.finish_apply(origin, 3);
 
         // The link drops with chunk 5..6 in flight; after reconnecting it is asked again.
         p.on_disconnected(&hub);

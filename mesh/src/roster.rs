@@ -233,15 +233,15 @@ impl Roster {
                 let msg = format!("site id `{}` is listed twice", site.id);
                 c.error(&at("id"), msg, "every site needs its own id");
             }
-            if let Some(peer) = site.peer_id {
-                if let Some(other) = peers.insert(peer, site.id.clone()) {
-                    let msg = format!("peer_id is also the peer_id of site `{other}`");
-                    c.error(
-                        &at("peer_id"),
-                        msg,
-                        "each site has its own key: run `huiyan keygen`",
-                    );
-                }
+            if let Some(peer) = site.peer_id
+                && let Some(other) = peers.insert(peer, site.id.clone())
+            {
+                let msg = format!("peer_id is also the peer_id of site `{other}`");
+                c.error(
+                    &at("peer_id"),
+                    msg,
+                    "each site has its own key: run `huiyan keygen`",
+                );
             }
             for (key, addr) in [
                 ("mesh", &site.mesh),

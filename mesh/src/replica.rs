@@ -546,10 +546,10 @@ impl Mesh {
         })
     }
 
-    /// Registers the mesh metrics (prefix `huiyan_mesh_`) into the node's registry.
+    /// Registers the mesh metrics (prefix `mesh_`, under the node registry prefix `huiyan_`).
     pub fn register_metrics(&self, registry: &mut Registry) {
         let m = &self.shared.metrics;
-        let r = registry.sub_registry_with_prefix("huiyan_mesh");
+        let r = registry.sub_registry_with_prefix("mesh");
         r.register(
             "refused_entries",
             "Entries refused, by reason",

@@ -20,6 +20,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// A packet scheduled for delivery: when, bytes, to whom.
+type Scheduled = (Instant, Vec<u8>, SocketAddr);
+
 /// Parameters of a link (both directions alike).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkParams {
@@ -166,8 +169,8 @@ impl Pipe {
         }
         let now = Instant::now();
         let start = self.next_free.max(now);
-        let departure = if p.rate_kbps > 0 {
-            let tx = Duration::from_nanos(len as u64 * 8 * 1_000_000 / p.rate_kbps);
+        let departure = if let Some(ns) = (len as u64 * 8 * 1_000_000).checked_div(p.rate_kbps) {
+            let tx = Duration::from_nanos(ns);
             if start.duration_since(now) > Duration::from_millis(p.queue_ms) {
                 s.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -189,14 +192,9 @@ impl Pipe {
 }
 
 /// Sends packets at their delivery time, in order.
-fn spawn_sender(
-    sock: Arc<UdpSocket>,
-) -> (
-    mpsc::Sender<(Instant, Vec<u8>, SocketAddr)>,
-    tokio::task::JoinHandle<()>,
-) {
+fn spawn_sender(sock: Arc<UdpSocket>) -> (mpsc::Sender<Scheduled>, tokio::task::JoinHandle<()>) {
     // Bounded: the pipe's queue limit already bounds what is in flight; 4096 is a backstop.
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>, SocketAddr)>(4096);
+    let (tx, mut rx) = mpsc::channel::<Scheduled>(4096);
     let task = tokio::spawn(async move {
         while let Some((at, pkt, to)) = rx.recv().await {
             tokio::time::sleep_until(at).await;
@@ -224,10 +222,7 @@ impl Link {
         let s = shared.clone();
         let main = tokio::spawn(async move {
             // client address -> (upstream sender, its pipe toward the target)
-            let mut clients: HashMap<
-                SocketAddr,
-                (mpsc::Sender<(Instant, Vec<u8>, SocketAddr)>, Pipe),
-            > = HashMap::new();
+            let mut clients: HashMap<SocketAddr, (mpsc::Sender<Scheduled>, Pipe)> = HashMap::new();
             let back_pipe = Arc::new(Mutex::new(Pipe::new()));
             let mut buf = vec![0u8; 65536];
             let mut helpers = Vec::new();

@@ -645,20 +645,18 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
             } => {
-                if num_established == 0 {
-                    let site = self.shared.site_of(&peer_id);
-                    info!(peer = %site, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
-                    self.planner.on_disconnected(&peer_id);
-                    self.pending.retain(|_, (p, _)| *p != peer_id);
-                    if let Some(r) = self.redials.get_mut(&peer_id) {
-                        r.connections = 0;
-                        r.dialing = false;
-                        schedule(r, &self.timing);
-                    }
+                let site = self.shared.site_of(&peer_id);
+                info!(peer = %site, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
+                self.planner.on_disconnected(&peer_id);
+                self.pending.retain(|_, (p, _)| *p != peer_id);
+                if let Some(r) = self.redials.get_mut(&peer_id) {
+                    r.connections = 0;
+                    r.dialing = false;
+                    schedule(r, &self.timing);
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -144,3 +144,53 @@ pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// A mesh node run inside the test process (for peers that must misbehave on purpose), with
+/// its own store in `data_dir`. Keep the runtime alive as long as the node should run.
+pub fn in_process_node(
+    site: &str,
+    roster: &std::path::Path,
+    key: huiyan_mesh::identity::Keypair,
+    data_dir: &std::path::Path,
+    listen: SocketAddr,
+    fault: huiyan_mesh::swarm::Fault,
+) -> (tokio::runtime::Runtime, huiyan_mesh::replica::Mesh) {
+    use huiyan_mesh::swarm::{MeshConfig, Timing, start};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let roster = huiyan_mesh::roster::Roster::load(roster).expect("roster");
+    let store = huiyan_mesh::store::Store::open(data_dir).expect("store");
+    let cfg = MeshConfig {
+        key,
+        site: site.to_owned(),
+        roster,
+        store,
+        listen,
+        sync: Default::default(),
+        timing: Timing {
+            redial_max: Duration::from_secs(2),
+            ..Timing::default()
+        },
+        fault,
+    };
+    let (mesh, _task) = runtime.block_on(start(cfg)).expect("start mesh");
+    (runtime, mesh)
+}
+
+/// True when any file under `dir` contains `needle`.
+pub fn dir_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            dir_contains(&p, needle)
+        } else {
+            fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}

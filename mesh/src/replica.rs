@@ -140,6 +140,8 @@ pub struct SyncStatus {
     pub digest: String,
     /// Entries held in total.
     pub entries: u64,
+    /// Bytes of the encoded entries held (signatures included).
+    pub log_bytes: u64,
     /// Every roster peer.
     pub peers: Vec<PeerSyncStatus>,
     /// Entries refused, by reason.
@@ -496,10 +498,12 @@ impl Mesh {
         let vv = s.durable_vv();
         let mut digest = sha2::Sha256::default();
         let mut entries = 0;
+        let mut log_bytes = 0;
         for (o, top) in vv.iter() {
             for e in s.store.log_range(o, 1, top, usize::MAX)? {
                 sha2::Digest::update(&mut digest, e.hash());
                 entries += 1;
+                log_bytes += e.encode().len() as u64;
             }
         }
         let digest = hex(&sha2::Digest::finalize(digest));
@@ -541,6 +545,7 @@ impl Mesh {
             version_vector,
             digest,
             entries,
+            log_bytes,
             peers,
             refused,
         })

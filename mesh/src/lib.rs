@@ -5,13 +5,23 @@
 //!
 //! # Limitations
 //!
-//! - The signed logs and their replication are not here yet. TODO(#3).
-//! - The store holds only its own metadata so far; the logs arrive with #3.
+//! - TODO(#3): mDNS discovery and relay v2 on the hub are not implemented; peers are dialled at
+//!   their roster addresses only, so two sites behind NAT meet only through the hub's store and
+//!   forward.
 
 pub mod diag;
+pub mod hlc;
 pub mod identity;
+pub mod log;
+pub mod netem;
+pub mod replica;
 pub mod roster;
+pub mod scope;
 pub mod store;
+pub mod swarm;
+pub mod sync;
+pub mod vv;
+pub mod wire;
 
 use std::path::PathBuf;
 
@@ -43,4 +53,8 @@ pub enum Error {
          it or choose another `data_dir`"
     )]
     StoreLocked { path: PathBuf },
+    #[error("record refused: {reason}")]
+    Record { reason: String },
+    #[error("mesh: {reason}")]
+    Mesh { reason: String },
 }

@@ -2,10 +2,11 @@
 //! mesh and media drivers all see.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use huiyan_mesh::identity::PeerId;
+use huiyan_mesh::replica::Mesh;
 use huiyan_mesh::roster::{Roster, Site};
 use huiyan_mesh::store::Store;
 
@@ -23,6 +24,8 @@ pub struct Node {
     pub metrics: Metrics,
     pub health: Health,
     pub started: Instant,
+    /// The mesh handle, set once the swarm is listening.
+    pub mesh: OnceLock<Mesh>,
 }
 
 /// Named readiness checks. The node is ready when every check passes.

@@ -6,13 +6,16 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use huiyan_mesh::identity;
+use huiyan_mesh::replica::Mesh;
 use huiyan_mesh::store::Store;
+use huiyan_mesh::swarm::{Fault, MeshConfig, Timing};
+use huiyan_mesh::sync::SyncConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{Instrument, error, info, warn};
 
@@ -91,6 +94,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         metrics,
         health: Health::default(),
         started: Instant::now(),
+        mesh: OnceLock::new(),
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -99,10 +103,12 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
     let span = tracing::info_span!("node", site = %node.config.site);
-    runtime.block_on(serve(node, web).instrument(span))
+    runtime.block_on(serve(node, web, keypair).instrument(span))
 }
 
-async fn serve(node: Arc<Node>, web: TcpListener) -> Result<(), Error> {
+async fn serve(node: Arc<Node>, web: TcpListener, key: identity::Keypair) -> Result<(), Error> {
+    let mesh = start_mesh(&node, key).await?;
+
     let tls = match &node.config.tls {
         Some(tls) => Some(
             RustlsConfig::from_pem_file(&tls.cert, &tls.key)
@@ -146,9 +152,32 @@ async fn serve(node: Arc<Node>, web: TcpListener) -> Result<(), Error> {
     {
         warn!("the web server did not stop in time; leaving it");
     }
+    mesh.shutdown().await;
     node.store.flush()?;
     info!("stopped");
     outcome
+}
+
+/// Starts the mesh on `listen.mesh` and registers its metrics; a port in use is a start-up
+/// error like any other.
+async fn start_mesh(node: &Arc<Node>, key: identity::Keypair) -> Result<Mesh, Error> {
+    let cfg = MeshConfig {
+        key,
+        site: node.config.site.clone(),
+        roster: node.roster.clone(),
+        store: node.store.clone(),
+        listen: node.config.listen.mesh,
+        sync: SyncConfig::default(),
+        timing: Timing::default(),
+        fault: Fault::None,
+    };
+    let (mesh, _task) = huiyan_mesh::swarm::start(cfg).await?;
+    if let Ok(mut registry) = node.metrics.registry.lock() {
+        mesh.register_metrics(&mut registry);
+    }
+    node.health.set("mesh", Ok(()));
+    let _ = node.mesh.set(mesh.clone());
+    Ok(mesh)
 }
 
 /// The main loop: checks health, pings the watchdog while healthy, returns on SIGTERM/SIGINT.

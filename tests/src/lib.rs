@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use huiyan_mesh::identity::generate_key_file;
 
+pub mod links;
+
 /// The `huiyan` binary under test.
 pub fn huiyan_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("HUIYAN_BIN") {

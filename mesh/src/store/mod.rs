@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
+mod log;
+pub use log::Head;
+
 /// The schema this build writes and the newest it can read.
 pub const SCHEMA_VERSION: u32 = 1;
 

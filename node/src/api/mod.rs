@@ -3,6 +3,7 @@
 //! Each area of the API has its own module returning an [`OpenApiRouter`]; the document is
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
+mod records;
 mod site;
 
 use std::sync::Arc;
@@ -21,5 +22,7 @@ struct ApiDoc;
 
 /// Every `/api/v1` route, with the OpenAPI document describing them.
 pub fn router() -> OpenApiRouter<Arc<Node>> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(site::routes())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(site::routes())
+        .merge(records::routes())
 }

@@ -1,0 +1,156 @@
+//! Three in-process meshes over real QUIC on loopback: appends replicate, scopes hold, and a
+//! peer outside the roster is refused.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use huiyan_mesh::identity::Keypair;
+use huiyan_mesh::replica::Mesh;
+use huiyan_mesh::roster::Roster;
+use huiyan_mesh::store::Store;
+use huiyan_mesh::swarm::{Fault, MeshConfig, Timing, start};
+use huiyan_mesh::sync::SyncConfig;
+use serde_json::json;
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Site {
+    id: &'static str,
+    role: &'static str,
+    scopes: &'static str,
+    key: Keypair,
+    port: u16,
+}
+
+fn roster(sites: &[Site]) -> Roster {
+    let mut text = String::new();
+    for s in sites {
+        let p = s.port;
+        text += &format!(
+            "[[site]]\nid = \"{}\"\nname_zh = \"站\"\nname_en = \"Site\"\nrole = \"{}\"\n\
+             peer_id = \"{}\"\nmesh = \"127.0.0.1:{p}\"\nmedia = \"127.0.0.1:{}\"\n\
+             web = \"127.0.0.1:{}\"\nscopes = {}\n\n",
+            s.id,
+            s.role,
+            s.key.public().to_peer_id(),
+            p + 1,
+            p + 2,
+            s.scopes
+        );
+    }
+    Roster::parse(Path::new("roster.toml"), &text).unwrap()
+}
+
+fn timing() -> Timing {
+    Timing {
+        redial_max: Duration::from_secs(2),
+        ..Timing::default()
+    }
+}
+
+async fn node(site: &Site, roster: &Roster, dir: &Path, fault: Fault) -> Mesh {
+    let store = Store::open(&dir.join(site.id)).unwrap();
+    let cfg = MeshConfig {
+        key: site.key.clone(),
+        site: site.id.into(),
+        roster: roster.clone(),
+        store,
+        listen: SocketAddr::from(([127, 0, 0, 1], site.port)),
+        sync: SyncConfig::default(),
+        timing: timing(),
+        fault,
+    };
+    start(cfg).await.unwrap().0
+}
+
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sites_converge_and_scenic_never_holds_correction_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = [
+        Site {
+            id: "hub",
+            role: "hub",
+            scopes: "[\"*\"]",
+            key: Keypair::generate_ed25519(),
+            port: free_port(),
+        },
+        Site {
+            id: "office-1",
+            role: "office",
+            scopes: "[\"public\", \"correction/office-1\"]",
+            key: Keypair::generate_ed25519(),
+            port: free_port(),
+        },
+        Site {
+            id: "scenic-1",
+            role: "scenic",
+            scopes: "[\"public\"]",
+            key: Keypair::generate_ed25519(),
+            port: free_port(),
+        },
+    ];
+    let r = roster(&sites);
+    let hub = node(&sites[0], &r, dir.path(), Fault::None).await;
+    let office = node(&sites[1], &r, dir.path(), Fault::IgnoreScopes).await;
+    let scenic = node(&sites[2], &r, dir.path(), Fault::None).await;
+
+    for i in 0..20 {
+        office.append("public", "case", &json!({"n": i})).unwrap();
+        office
+            .append(
+                "correction/office-1",
+                "checkin",
+                &json!({"person": "x", "n": i}),
+            )
+            .unwrap();
+        scenic.append("public", "call", &json!({"n": i})).unwrap();
+    }
+    assert!(
+        scenic
+            .append("correction/office-1", "checkin", &json!({}))
+            .is_err()
+    );
+
+    let digest = |m: &Mesh| m.status().unwrap().digest;
+    wait_for("convergence", || {
+        let d = digest(&hub);
+        d == digest(&office) && d == digest(&scenic) && hub.status().unwrap().entries == 60
+    })
+    .await;
+
+    let o = office.peer_id();
+    let held = scenic.records(&o, 0, 100).unwrap();
+    assert_eq!(held.len(), 40);
+    for rec in &held {
+        if rec.scope.starts_with("correction/") {
+            assert!(
+                rec.withheld && rec.payload.is_null(),
+                "scenic holds a correction payload"
+            );
+        }
+    }
+    let refused = scenic.status().unwrap().refused;
+    assert!(
+        refused.get("out_of_scope").copied().unwrap_or(0) > 0,
+        "{refused:?}"
+    );
+    let at_hub = hub.records(&o, 0, 100).unwrap();
+    assert!(at_hub.iter().all(|r| !r.withheld));
+}

@@ -1,1 +1,98 @@
-fn main() {}
+//! `huiyan`: the node of one site of the Judicial Smart Eye (司法慧眼) pilot.
+//!
+//! See the README for what the node does; `huiyan --help` for the commands.
+//!
+//! # Limitations
+//!
+//! - The node serves its status page, probes, metrics and site API only; the mesh (#3), media
+//!   (#4, #5) and applications (#6, #7) are still to come.
+//! - Only the web listener is bound; the mesh, media and rtc addresses are validated but unused
+//!   until their issues land.
+
+mod api;
+mod config;
+mod demo;
+mod error;
+mod http;
+mod logging;
+mod metrics;
+mod node;
+mod run;
+mod systemd;
+mod web;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Error;
+
+#[derive(Debug, Parser)]
+#[command(name = "huiyan", version, about = "One node of the huiyan (慧眼) mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run one node from its site config.
+    Run {
+        /// The site config, such as /etc/huiyan/site.toml.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create this node's Ed25519 key and print its PeerId.
+    Keygen {
+        /// Where to write the key (mode 0600); an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check site configs and rosters; prints every error and exits 2 if there is any.
+    CheckConfig {
+        /// Files or directories of `*.toml` files (`roster.toml` is read as the roster).
+        #[arg(default_value = "site-configs")]
+        paths: Vec<PathBuf>,
+    },
+    /// Run the whole pilot (every site of the roster) on this machine, on loopback.
+    Demo {
+        /// Where the nodes keep their data, keys and logs; default a fresh temp dir, removed
+        /// when the demo stops.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The first port; each site takes ten from here.
+        #[arg(long, default_value_t = 8000)]
+        base_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Both rustls crypto back-ends get linked in; choose one before any TLS config is built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let result = match cli.command {
+        Cmd::Run { config } => {
+            logging::init();
+            run::run(&config)
+        }
+        Cmd::Keygen { out } => huiyan_mesh::identity::generate_key_file(&out)
+            .map(|peer| {
+                eprintln!("wrote the node key to {}; its PeerId:", out.display());
+                println!("{peer}");
+            })
+            .map_err(Error::from),
+        Cmd::CheckConfig { paths } => config::check_paths(&paths)
+            .map(|n| println!("{n} file(s) checked, no error"))
+            .map_err(Error::Config),
+        Cmd::Demo { dir, base_port } => demo::demo(dir, base_port),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("huiyan: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

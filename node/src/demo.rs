@@ -1,0 +1,285 @@
+//! `huiyan demo`: the whole pilot on one machine. Every site of the shipped roster runs as its
+//! own `huiyan run` process on loopback, with its own data dir and freshly generated key, using
+//! the shipped site configs with their addresses moved to loopback ports.
+//!
+//! Ports are counted up from `--base-port`: site number `i` (in roster order) gets
+//! `base + 10*i` (web), `+1` (mesh), `+2` (media relay) and `+3` (WebRTC).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use huiyan_mesh::identity;
+use tokio::signal::unix::{SignalKind, signal};
+use toml_edit::{DocumentMut, value};
+
+use crate::error::Error;
+
+const ROSTER: &str = include_str!("../../site-configs/roster.toml");
+const SITE_CONFIGS: [(&str, &str); 8] = [
+    ("hub", include_str!("../../site-configs/hub.toml")),
+    ("bureau", include_str!("../../site-configs/bureau.toml")),
+    ("office-1", include_str!("../../site-configs/office-1.toml")),
+    ("office-2", include_str!("../../site-configs/office-2.toml")),
+    ("office-3", include_str!("../../site-configs/office-3.toml")),
+    ("scenic-1", include_str!("../../site-configs/scenic-1.toml")),
+    ("scenic-2", include_str!("../../site-configs/scenic-2.toml")),
+    ("scenic-3", include_str!("../../site-configs/scenic-3.toml")),
+];
+/// How long the demo waits for every node to be ready.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long a node gets to stop on SIGTERM before it is killed.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+struct DemoSite {
+    id: String,
+    name_zh: String,
+    role: String,
+    web: SocketAddr,
+    child: Child,
+}
+
+pub fn demo(dir: Option<PathBuf>, base_port: u16) -> Result<(), Error> {
+    if u32::from(base_port) + 10 * SITE_CONFIGS.len() as u32 > u32::from(u16::MAX) {
+        return Err(Error::Runtime(format!(
+            "--base-port {base_port} leaves no room for 8 sites"
+        )));
+    }
+    let (dir, temporary) = match dir {
+        Some(dir) => (dir, false),
+        None => {
+            let tmp = tempfile::Builder::new().prefix("huiyan-demo-").tempdir();
+            let tmp = tmp.map_err(|e| Error::Runtime(format!("cannot make a temp dir: {e}")))?;
+            (tmp.keep(), true)
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let rt = rt.map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+
+    // Children are spawned from this (the main) thread: they get SIGTERM if it dies.
+    let result = rt.block_on(async {
+        let mut sites = prepare_and_start(&dir, base_port)?;
+        let outcome = wait_ready_then_serve(&mut sites).await;
+        stop_all(&mut sites);
+        outcome
+    });
+    if temporary {
+        let _ = fs::remove_dir_all(&dir);
+    } else {
+        println!("Data and logs are kept in {}", dir.display());
+    }
+    result
+}
+
+fn prepare_and_start(dir: &Path, base_port: u16) -> Result<Vec<DemoSite>, Error> {
+    let io = |what: &str, e: std::io::Error| Error::Runtime(format!("demo: {what}: {e}"));
+    fs::create_dir_all(dir).map_err(|e| io("cannot create the demo dir", e))?;
+    let mut roster: DocumentMut = ROSTER.parse().map_err(|e| Error::Runtime(format!("{e}")))?;
+    let port = |i: usize, k: u16| base_port + 10 * i as u16 + k;
+    let loopback = |p: u16| format!("127.0.0.1:{p}");
+
+    // One key per site, its PeerId and loopback addresses written into a copy of the roster.
+    let mut names = Vec::new();
+    let entries = roster["site"].as_array_of_tables_mut();
+    let entries = entries.ok_or_else(|| Error::Runtime("shipped roster has no site".into()))?;
+    for (i, site) in entries.iter_mut().enumerate() {
+        let id = site["id"].as_str().unwrap_or_default().to_owned();
+        let data_dir = dir.join(&id);
+        fs::create_dir_all(&data_dir).map_err(|e| io("cannot create a data dir", e))?;
+        let key = data_dir.join("node.key");
+        let peer_id = match identity::load_key_file(&key) {
+            Ok(k) => k.public().to_peer_id(),
+            Err(_) => identity::generate_key_file(&key)?,
+        };
+        site["peer_id"] = value(peer_id.to_base58());
+        site["web"] = value(loopback(port(i, 0)));
+        site["mesh"] = value(loopback(port(i, 1)));
+        site["media"] = value(loopback(port(i, 2)));
+        let name_zh = site["name_zh"].as_str().unwrap_or_default().to_owned();
+        let role = site["role"].as_str().unwrap_or_default().to_owned();
+        names.push((id, name_zh, role));
+    }
+    fs::write(dir.join("roster.toml"), roster.to_string())
+        .map_err(|e| io("cannot write the roster", e))?;
+
+    let exe = std::env::current_exe().map_err(|e| io("cannot find this program", e))?;
+    let mut sites = Vec::new();
+    for (i, (id, name_zh, role)) in names.into_iter().enumerate() {
+        let text = SITE_CONFIGS.iter().find(|(s, _)| *s == id).map(|(_, t)| *t);
+        let text = text.ok_or_else(|| Error::Runtime(format!("no shipped config for {id}")))?;
+        let mut config: DocumentMut = text.parse().map_err(|e| Error::Runtime(format!("{e}")))?;
+        config["roster"] = value("roster.toml");
+        config["data_dir"] = value(id.as_str());
+        config.remove("key_file");
+        config.remove("tls");
+        let web: SocketAddr = ([127, 0, 0, 1], port(i, 0)).into();
+        config["listen"]["web"] = value(web.to_string());
+        config["listen"]["mesh"] = value(loopback(port(i, 1)));
+        config["listen"]["media"] = value(loopback(port(i, 2)));
+        config["listen"]["rtc"] = value(loopback(port(i, 3)));
+        let path = dir.join(format!("{id}.toml"));
+        fs::write(&path, config.to_string()).map_err(|e| io("cannot write a site config", e))?;
+
+        let log = fs::File::create(dir.join(format!("{id}.log")))
+            .map_err(|e| io("cannot create a log file", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| io("cannot create a log file", e))?;
+        let mut command = Command::new(&exe);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        die_with_parent(&mut command);
+        let child = command.spawn().map_err(|e| io("cannot start a node", e))?;
+        sites.push(DemoSite {
+            id,
+            name_zh,
+            role,
+            web,
+            child,
+        });
+    }
+    Ok(sites)
+}
+
+/// Makes the child get SIGTERM when the demo dies, even by SIGKILL, so no node is left behind.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+async fn wait_ready_then_serve(sites: &mut [DemoSite]) -> Result<(), Error> {
+    let signal_err = |e: std::io::Error| Error::Runtime(format!("cannot watch signals: {e}"));
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_err)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_err)?;
+
+    // Wait for every node to answer /readyz with 200, or for one of them to fail.
+    let started = Instant::now();
+    let mut pending: Vec<usize> = (0..sites.len()).collect();
+    while !pending.is_empty() {
+        for site in sites.iter_mut() {
+            if let Ok(Some(status)) = site.child.try_wait() {
+                return Err(Error::Runtime(format!(
+                    "node {} exited ({status}) while starting; see its log {}.log in the demo dir",
+                    site.id, site.id
+                )));
+            }
+        }
+        pending.retain(|&i| !is_ready(sites[i].web));
+        if started.elapsed() > READY_WITHIN {
+            let late: Vec<_> = pending.iter().map(|&i| sites[i].id.as_str()).collect();
+            return Err(Error::Runtime(format!(
+                "not ready within 60 s: {}",
+                late.join(", ")
+            )));
+        }
+        tokio::select! {
+            _ = sigterm.recv() => return Ok(()),
+            _ = sigint.recv() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+
+    println!(
+        "huiyan demo: {} sites ready in {:.1} s",
+        sites.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!();
+    println!("{:<10} {:<8} {:<26} name", "site", "role", "url");
+    for s in sites.iter() {
+        println!(
+            "{:<10} {:<8} {:<26} {}",
+            s.id,
+            s.role,
+            format!("http://{}/", s.web),
+            s.name_zh
+        );
+    }
+    println!();
+    println!("Press Ctrl-C to stop every node.");
+
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => return Ok(()),
+            _ = sigint.recv() => return Ok(()),
+            _ = check.tick() => {}
+        }
+        for site in sites.iter_mut() {
+            if let Ok(Some(status)) = site.child.try_wait() {
+                eprintln!(
+                    "huiyan demo: node {} exited ({status}); see {}.log",
+                    site.id, site.id
+                );
+            }
+        }
+    }
+}
+
+/// Stops every node: SIGTERM, then SIGKILL for any still running after [`STOP_WITHIN`].
+fn stop_all(sites: &mut [DemoSite]) {
+    println!("Stopping {} nodes...", sites.len());
+    for site in sites.iter() {
+        if let Ok(pid) = i32::try_from(site.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let deadline = Instant::now() + STOP_WITHIN;
+    for site in sites.iter_mut() {
+        loop {
+            match site.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!(
+                        "huiyan demo: node {} did not stop in time; killing it",
+                        site.id
+                    );
+                    let _ = site.child.kill();
+                    let _ = site.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    println!("All nodes stopped.");
+}
+
+/// Whether the node at `web` answers `GET /readyz` with 200.
+fn is_ready(web: SocketAddr) -> bool {
+    let probe = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&web, Duration::from_millis(300))?;
+        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+        stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
+    };
+    probe().unwrap_or(false)
+}

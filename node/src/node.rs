@@ -1,0 +1,67 @@
+//! The running node's shared state: what the HTTP handlers, the supervisor loop and (later) the
+//! mesh and media drivers all see.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use huiyan_mesh::identity::PeerId;
+use huiyan_mesh::roster::{Roster, Site};
+use huiyan_mesh::store::Store;
+
+use crate::config::SiteConfig;
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub struct Node {
+    pub config: SiteConfig,
+    pub roster: Roster,
+    pub peer_id: PeerId,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub health: Health,
+    pub started: Instant,
+}
+
+impl Node {
+    /// This node's own roster entry (checked to exist at start-up).
+    pub fn site(&self) -> &Site {
+        self.roster
+            .site(&self.config.site)
+            .unwrap_or(&self.roster.sites[0])
+    }
+}
+
+/// Named readiness checks. The node is ready when every check passes.
+#[derive(Debug, Default)]
+pub struct Health {
+    checks: Mutex<BTreeMap<&'static str, Result<(), String>>>,
+}
+
+impl Health {
+    pub fn set(&self, check: &'static str, result: Result<(), String>) {
+        self.lock().insert(check, result);
+    }
+
+    /// Whether every check passes, and each check's state (`"ok"` or the reason it fails).
+    pub fn report(&self) -> (bool, BTreeMap<&'static str, String>) {
+        let checks = self.lock();
+        let ready = !checks.is_empty() && checks.values().all(Result::is_ok);
+        let states = checks
+            .iter()
+            .map(|(name, r)| {
+                (
+                    *name,
+                    r.as_ref().map_or_else(Clone::clone, |()| "ok".to_owned()),
+                )
+            })
+            .collect();
+        (ready, states)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Result<(), String>>> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -7,6 +7,7 @@
 //! - [`signal`]: the JSON signaling protocol spoken over the node's `/ws`.
 //! - [`driver`]: the IO side: one UDP port (and ICE-TCP on the same port number) shared by
 //!   every WebRTC session, webrtc-rs `rtc` peer connections, and the SFU core.
+//! - [`mux`]: which session a datagram on the shared port belongs to.
 //! - [`metrics`]: the counters exported on the node's `/metrics`.
 //!
 //! See `docs/media.md` for how webrtc-rs 0.21 is used and why the driver speaks to its sans-IO
@@ -25,6 +26,7 @@
 
 pub mod driver;
 pub mod metrics;
+pub mod mux;
 pub mod room;
 pub mod sfu;
 pub mod signal;

@@ -21,6 +21,8 @@ pub struct Node {
     pub metrics: Metrics,
     pub health: Health,
     pub started: Instant,
+    /// The media engine: WebRTC sessions and the SFU.
+    pub media: huiyan_media::driver::MediaHandle,
 }
 
 impl Node {

@@ -210,6 +210,8 @@ struct Down {
     ssrc: u32,
     prefs: SubscribePrefs,
     estimate_bps: Option<u64>,
+    /// Nothing is forwarded while paused (the subscriber's connection is not up).
+    paused: bool,
     current: Option<usize>,
     target: Option<usize>,
     chooser: LayerChooser,
@@ -436,6 +438,7 @@ impl Sfu {
                     ssrc: ssrc_for(track, kind),
                     prefs,
                     estimate_bps: None,
+                    paused: false,
                     current: None,
                     target: None,
                     chooser: LayerChooser::default(),
@@ -478,6 +481,36 @@ impl Sfu {
         }
     }
 
+    /// Pause or resume a down track: the driver pauses it while the subscriber's connection is
+    /// not connected (setting up, or broken), so that a keyframe is not spent on a connection
+    /// that cannot deliver it. Resuming asks for a fresh keyframe.
+    pub fn set_paused(&mut self, now: Instant, down: DownId, paused: bool) {
+        let Some(d) = self.downs.get_mut(&down) else {
+            return;
+        };
+        if d.paused == paused {
+            return;
+        }
+        d.paused = paused;
+        if paused {
+            return;
+        }
+        let (track, current) = (d.track, d.current);
+        let video = self
+            .tracks
+            .get(&track)
+            .is_some_and(|t| matches!(t.spec.kind, Kind::Video(_)));
+        if video {
+            self.review_down(now, down);
+            let target = self.downs.get(&down).and_then(|d| d.target);
+            if let Some(layer) = target
+                && target == current
+            {
+                self.request_keyframe(now, track, layer);
+            }
+        }
+    }
+
     /// The subscriber's bandwidth estimate for the connection carrying `down`, in bit/s.
     pub fn set_estimate(&mut self, down: DownId, bps: u64) {
         if let Some(d) = self.downs.get_mut(&down) {
@@ -503,6 +536,9 @@ impl Sfu {
             let Some(d) = self.downs.get_mut(&down_id) else {
                 continue;
             };
+            if d.paused {
+                continue;
+            }
 
             // A keyframe on the target layer is where a pending switch happens.
             if keyframe && d.target == Some(layer) && d.current != Some(layer) {
@@ -617,7 +653,7 @@ impl Sfu {
         let Some(t) = self.tracks.get(&d.track) else {
             return;
         };
-        if t.spec.kind == Kind::Audio {
+        if t.spec.kind == Kind::Audio || d.paused {
             return;
         }
         let views: Vec<LayerView> = t
@@ -685,6 +721,11 @@ impl Sfu {
     /// The next output to act on.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
+    }
+
+    /// The SSRC a down track sends with.
+    pub fn down_ssrc(&self, down: DownId) -> Option<u32> {
+        self.downs.get(&down).map(|d| d.ssrc)
     }
 
     /// The track and subscriber of a down track.

@@ -364,3 +364,33 @@ fn subscribing_across_rooms_or_twice_joining_is_refused() {
         Err(Error::NotJoined { participant: 99 })
     ));
 }
+
+#[test]
+fn a_paused_down_track_waits_and_resumes_with_a_keyframe() {
+    let (mut sfu, mut clock, _audio, video) = call();
+    let downs = sfu
+        .subscribe(clock.0, 2, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    let down = downs.iter().find(|(_, t, _)| *t == video).unwrap().0;
+    sfu.set_paused(clock.0, down, true);
+    drain(&mut sfu);
+
+    // While paused, even keyframes are not forwarded and no switch happens.
+    feed_frames(&mut sfu, &mut clock, video, 0..5, true);
+    let out = drain(&mut sfu);
+    assert!(rtp_to(&out, down).is_empty());
+    assert_eq!(sfu.down_state(down).unwrap().0, None);
+
+    // Resuming asks for a keyframe (the last request is long enough ago) and the next one
+    // starts the stream.
+    let now = clock.advance(600);
+    sfu.set_paused(now, down, false);
+    let out = drain(&mut sfu);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::KeyframeRequest { .. })),
+        "{out:?}"
+    );
+    feed_frames(&mut sfu, &mut clock, video, 5..8, true);
+    assert_eq!(rtp_to(&drain(&mut sfu), down).len(), 3);
+}

@@ -3,6 +3,7 @@
 //! Each area of the API has its own module returning an [`OpenApiRouter`]; the document is
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
+mod media;
 mod site;
 
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::node::Node;
+
+pub use media::start as start_media;
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -21,5 +24,7 @@ struct ApiDoc;
 
 /// Every `/api/v1` route, with the OpenAPI document describing them.
 pub fn router() -> OpenApiRouter<Arc<Node>> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(site::routes())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(site::routes())
+        .merge(media::routes())
 }

@@ -1,7 +1,7 @@
 //! Counters of the media engine, exported by the node on `/metrics` (Prometheus text).
 //!
-//! The engine updates plain atomics; [`MediaMetrics::register`] hands them to a
-//! prometheus-client registry under the `huiyan_media_` prefix.
+//! The engine updates plain atomics; [`MediaMetrics::register`] hands them to the node's
+//! prometheus-client registry (prefix `huiyan`) under `media`, so they read `huiyan_media_*`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -49,9 +49,9 @@ impl MediaMetrics {
         Arc::new(Self::default())
     }
 
-    /// Register every metric under `huiyan_media_`.
+    /// Register every metric under `media_` in `registry` (the node's, prefixed `huiyan`).
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("huiyan_media");
+        let r = registry.sub_registry_with_prefix("media");
         r.register("sessions", "Joined participants", self.sessions.clone());
         r.register(
             "peer_connections",
@@ -111,7 +111,7 @@ mod tests {
     fn metrics_render_with_the_media_prefix() {
         let metrics = MediaMetrics::new();
         metrics.forwarded_packets.inc_by(3);
-        let mut registry = Registry::default();
+        let mut registry = Registry::with_prefix("huiyan");
         metrics.register(&mut registry);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

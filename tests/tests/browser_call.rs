@@ -1,4 +1,5 @@
-//! Two browsers in one room each decode the other's video and audio through the node's SFU.
+//! Two browsers in one room each decode the other's video and audio through the node's SFU;
+//! one of them cannot use UDP and is served over ICE-TCP on the same port number.
 //!
 //! Real parts: the `huiyan demo` pilot (eight nodes on loopback), Debian's headless Chromium
 //! with its fake camera and microphone, driven by chromedriver through fantoccini. The call page
@@ -7,116 +8,28 @@
 //! Needs `chromium` and `chromium-driver` (Debian packages; `.ci/run` installs them) and the
 //! `huiyan` binary built first (`cargo build -p huiyan`), or `HUIYAN_BIN` pointing at one.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use common::{ROOM, SCENIC_1, base_port, start_chromedriver, start_demo};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
-/// scenic-1 is site 5 of the roster; the demo gives it `base + 50` (web).
-const SCENIC_1: u16 = 5;
-const ROOM: &str = "scenic-1-mediation";
-
-/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(6);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn huiyan_bin() -> Result<PathBuf> {
-    if let Ok(bin) = std::env::var("HUIYAN_BIN") {
-        return Ok(bin.into());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/huiyan");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p huiyan` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// A base port whose 80 following ports this test run may use.
-fn base_port() -> u16 {
-    20_000 + (std::process::id() % 400) as u16 * 100
-}
-
-/// Start the demo pilot and wait until every node is ready.
-fn start_demo(dir: &std::path::Path, base: u16) -> Result<Guard> {
-    let mut child = Command::new(huiyan_bin()?)
-        .args(["demo", "--dir"])
-        .arg(dir)
-        .args(["--base-port", &base.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start `huiyan demo`")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let guard = Guard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("sites ready") => return Ok(guard),
-            Ok(_) => {}
-            Err(_) => bail!("the demo was not ready within 90 s; see {}", dir.display()),
-        }
-    }
-}
-
-fn start_chromedriver(port: u16) -> Result<Guard> {
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start chromedriver: apt-get install -y chromium chromium-driver")?;
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("chromedriver did not listen on {port} within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(guard)
-}
-
-async fn browser(driver_port: u16) -> Result<Client> {
+/// A headless Chromium; with `tcp_only`, WebRTC may not use UDP (as behind a strict firewall).
+async fn browser(driver_port: u16, tcp_only: bool) -> Result<Client> {
     let mut caps = serde_json::Map::new();
+    let prefs = if tcp_only {
+        json!({ "webrtc": { "ip_handling_policy": "disable_non_proxied_udp" } })
+    } else {
+        json!({})
+    };
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": "/usr/bin/chromium",
+            "prefs": prefs,
             "args": [
                 "--headless=new",
                 "--no-sandbox",
@@ -145,29 +58,38 @@ const done = arguments[arguments.length - 1];
   const subs = [];
   for (const [id, sub] of s.subs) {
     const stats = await sub.pc.getStats();
-    let frames = 0, samples = 0;
+    let frames = 0, samples = 0, pair = null;
     stats.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded ?? 0;
       if (r.type === 'inbound-rtp' && r.kind === 'audio') samples = r.totalSamplesReceived ?? 0;
+      if (r.type === 'transport' && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
     });
-    subs.push({ id, frames, samples });
+    const local = pair && stats.get(stats.get(pair)?.localCandidateId);
+    subs.push({ id, frames, samples, protocol: local?.protocol ?? null });
   }
   done({ status: s.status, subs });
 })().catch((e) => done({ error: String(e) }));
 "#;
 
-/// (frames decoded, audio samples received) from the first subscription, if any.
-async fn probe(client: &Client) -> Result<Option<(u64, u64)>> {
+/// What the first subscription of a page receives.
+#[derive(Debug, Clone)]
+struct Received {
+    frames: u64,
+    samples: u64,
+    /// Transport protocol of the selected ICE candidate pair (`udp` or `tcp`).
+    protocol: String,
+}
+
+async fn probe(client: &Client) -> Result<Option<Received>> {
     let v: Value = client.execute_async(PROBE, vec![]).await?;
     if let Some(err) = v.get("error") {
         bail!("probe failed in the page: {err}");
     }
     let first = v["subs"].get(0);
-    Ok(first.map(|s| {
-        (
-            s["frames"].as_u64().unwrap_or(0),
-            s["samples"].as_u64().unwrap_or(0),
-        )
+    Ok(first.map(|s| Received {
+        frames: s["frames"].as_u64().unwrap_or(0),
+        samples: s["samples"].as_u64().unwrap_or(0),
+        protocol: s["protocol"].as_str().unwrap_or("").to_owned(),
     }))
 }
 
@@ -186,8 +108,8 @@ async fn two_browsers_in_a_room_decode_each_others_video_and_audio() -> Result<(
     let _driver = start_chromedriver(driver_port)?;
     let web = base + 10 * SCENIC_1;
 
-    let alice = browser(driver_port).await?;
-    let bob = browser(driver_port).await?;
+    let alice = browser(driver_port, false).await?;
+    let bob = browser(driver_port, true).await?;
     let page = |who: &str| format!("http://127.0.0.1:{web}/call.html?room={ROOM}&sub={who}");
     alice.goto(&page("alice")).await?;
     bob.goto(&page("bob")).await?;
@@ -196,8 +118,8 @@ async fn two_browsers_in_a_room_decode_each_others_video_and_audio() -> Result<(
     let deadline = Instant::now() + Duration::from_secs(45);
     for (name, client) in [("alice", &alice), ("bob", &bob)] {
         loop {
-            if let Some((frames, _)) = probe(client).await?
-                && frames > 0
+            if let Some(received) = probe(client).await?
+                && received.frames > 0
             {
                 break;
             }
@@ -222,15 +144,35 @@ async fn two_browsers_in_a_room_decode_each_others_video_and_audio() -> Result<(
         .context("alice lost her subscription")?;
     let b1 = probe(&bob).await?.context("bob lost his subscription")?;
     let secs = t0.elapsed().as_secs_f64();
-    for (name, before, after) in [("alice", a0, a1), ("bob", b0, b1)] {
-        let fps = (after.0 - before.0) as f64 / secs;
-        println!(
-            "{name}: {fps:.1} frames/s decoded, {} audio samples",
-            after.1 - before.1
-        );
+    for (name, before, after) in [("alice", &a0, &a1), ("bob", &b0, &b1)] {
+        let fps = (after.frames - before.frames) as f64 / secs;
+        let samples = after.samples - before.samples;
+        let protocol = &after.protocol;
+        println!("{name}: {fps:.1} frames/s decoded, {samples} audio samples, over {protocol}");
         assert!(fps >= 15.0, "{name} decodes only {fps:.1} frames/s");
-        assert!(after.1 > before.1, "{name} receives no audio");
+        assert!(samples > 0, "{name} receives no audio");
     }
+    // Bob's network blocks UDP: he is served over ICE-TCP on the same port number.
+    assert_eq!(a1.protocol, "udp");
+    assert_eq!(b1.protocol, "tcp");
+
+    // The node's /metrics shows the call.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{web}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(value("huiyan_media_sessions "), 2.0, "{metrics}");
+    assert!(
+        value("huiyan_media_forwarded_packets_total ") > 500.0,
+        "{metrics}"
+    );
+    assert_eq!(value("huiyan_media_tracks "), 4.0, "{metrics}");
 
     alice.close().await?;
     bob.close().await?;

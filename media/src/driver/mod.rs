@@ -309,6 +309,7 @@ async fn accept_tcp(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
                 continue;
             }
         };
+        debug!(%peer, "ICE-TCP stream accepted");
         let (mut read, mut write) = stream.into_split();
         let (writer, mut outgoing) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
         if events

@@ -59,6 +59,8 @@ const COMMAND_QUEUE: usize = 256;
 const EVENT_QUEUE: usize = 64;
 /// Capacity of each ICE-TCP stream's queues, in packets.
 const TCP_QUEUE: usize = 256;
+/// Most datagrams read in one turn of the engine loop.
+const RECV_BATCH: usize = 64;
 /// Largest datagram we read.
 const MAX_DATAGRAM: usize = 1500;
 /// How often quality reports and metrics are refreshed.
@@ -286,6 +288,7 @@ pub async fn start(
         next_id: 1,
         last_stats: SfuStats::default(),
         dirty: HashSet::new(),
+        writable: HashSet::new(),
     };
     info!(%local_addr, advertised = %reachable.udp, ice_tcp = options.ice_tcp, "media engine up");
     let task = tokio::spawn(engine.run(command_rx, tcp_rx));
@@ -414,7 +417,10 @@ struct Engine {
     down_conn: HashMap<DownId, ConnId>,
     next_id: u64,
     last_stats: SfuStats,
+    /// Connections with new input: their events and messages must be read.
     dirty: HashSet<ConnId>,
+    /// Connections that may have datagrams to send.
+    writable: HashSet<ConnId>,
 }
 
 impl Engine {
@@ -434,8 +440,12 @@ impl Engine {
                     match received {
                         Ok((n, from)) => {
                             self.datagram(Instant::now(), from, &buf[..n], TransportProtocol::UDP);
-                            // Drain what else is queued without waiting.
-                            while let Ok((n, from)) = self.udp.try_recv_from(&mut buf) {
+                            // Drain what else is queued without waiting, within a bound so
+                            // that signaling is not starved by a flood.
+                            for _ in 0..RECV_BATCH {
+                                let Ok((n, from)) = self.udp.try_recv_from(&mut buf) else {
+                                    break;
+                                };
                                 self.datagram(Instant::now(), from, &buf[..n], TransportProtocol::UDP);
                             }
                         }
@@ -538,7 +548,8 @@ impl Engine {
     // ----- output: drain peer connections and the SFU -----
 
     async fn flush(&mut self, now: Instant) {
-        // Rounds: reading RTP feeds the SFU, whose outputs make subscriber connections dirty.
+        // Reading a publisher's RTP feeds the SFU, whose outputs are written to subscribers'
+        // connections; a few rounds settle every chain of effects.
         for _ in 0..4 {
             let dirty: Vec<ConnId> = self.dirty.drain().collect();
             if dirty.is_empty() {
@@ -548,9 +559,10 @@ impl Engine {
                 self.drain_conn(now, id);
             }
             self.sfu_outputs(now);
-            for id in self.dirty.clone() {
-                self.write_conn(id).await;
-            }
+        }
+        let writable: Vec<ConnId> = self.writable.drain().collect();
+        for id in writable {
+            self.write_conn(id).await;
         }
     }
 
@@ -592,7 +604,7 @@ impl Engine {
         for (at, message) in reads {
             self.conn_message(at, id, message);
         }
-        self.dirty.insert(id);
+        self.writable.insert(id);
     }
 
     fn conn_event(&mut self, now: Instant, id: ConnId, event: RTCPeerConnectionEvent) {
@@ -792,7 +804,7 @@ impl Engine {
                     if let Err(e) = sender.write_rtp(now, rtp) {
                         debug!(conn = cid, error = %e, "forward failed");
                     }
-                    self.dirty.insert(cid);
+                    self.writable.insert(cid);
                 }
                 Output::KeyframeRequest { track, layer } => {
                     let Some(publisher) = self.sfu.track_publisher(track) else {
@@ -823,7 +835,7 @@ impl Engine {
                         if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
                             debug!(conn = cid, error = %e, "PLI failed");
                         }
-                        self.dirty.insert(cid);
+                        self.writable.insert(cid);
                     }
                 }
                 Output::LayerSwitched { down, from, to } => {
@@ -1396,6 +1408,7 @@ impl Engine {
         }
         self.demux.remove(cid);
         self.dirty.remove(&cid);
+        self.writable.remove(&cid);
     }
 
     fn leave(&mut self, session: u64) {

@@ -191,15 +191,21 @@ impl Roster {
         };
         let mut root = Fields::root(&doc);
         let mut sites = Vec::new();
+        // Where each parsed site stands in the file, so messages name the right `site[i]`.
+        let mut places = Vec::new();
         let entries = root.tables(&mut c, "site");
+        let count = entries.len();
         root.finish(&mut c);
-        for mut f in entries {
+        for (i, mut f) in entries.into_iter().enumerate() {
             let site = read_site(&mut c, &mut f);
             f.finish(&mut c);
-            sites.extend(site);
+            if let Some(site) = site {
+                sites.push(site);
+                places.push(i);
+            }
         }
         let roster = Roster { sites };
-        roster.check(&mut c);
+        roster.check(&mut c, &places, places.len() == count);
         if c.has_errors() {
             Err(c.into_diagnostics())
         } else {
@@ -207,7 +213,9 @@ impl Roster {
         }
     }
 
-    fn check(&self, c: &mut Checker) {
+    /// Checks across sites. `places[k]` is the file index of `self.sites[k]`; `complete` says
+    /// whether every entry of the file parsed (counts are only judged then).
+    fn check(&self, c: &mut Checker, places: &[usize], complete: bool) {
         if self.sites.is_empty() {
             c.error(
                 "site",
@@ -216,7 +224,7 @@ impl Roster {
             );
         }
         let hubs = self.sites.iter().filter(|s| s.role == Role::Hub).count();
-        if !self.sites.is_empty() && hubs != 1 {
+        if complete && !self.sites.is_empty() && hubs != 1 {
             c.error(
                 "site",
                 format!("the roster has {hubs} sites with role \"hub\"; it needs exactly one"),
@@ -227,7 +235,7 @@ impl Roster {
         let mut ids = HashSet::new();
         let mut peers = HashMap::new();
         let mut addresses: HashMap<String, String> = HashMap::new();
-        for (i, site) in self.sites.iter().enumerate() {
+        for (site, i) in self.sites.iter().zip(places) {
             let at = |key: &str| format!("site[{i}].{key}");
             if !ids.insert(site.id.as_str()) {
                 let msg = format!("site id `{}` is listed twice", site.id);

@@ -69,5 +69,9 @@ impl Error {
 
 fn render(found: &[Diagnostic]) -> String {
     let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
-    format!("{}\n{} error(s) found", lines.join("\n"), found.len())
+    format!(
+        "the configuration has {} error(s):\n{}",
+        found.len(),
+        lines.join("\n")
+    )
 }

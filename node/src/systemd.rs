@@ -26,9 +26,20 @@ pub fn watchdog_ping() {
 }
 
 /// The watchdog interval systemd asked for (`WATCHDOG_USEC`), if any.
+///
+/// As in libsystemd, `WATCHDOG_PID`, when set, must be this process (the variables may have
+/// been inherited from a parent); when unset the interval is for us.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
+    let usec: u64 = std::env::var("WATCHDOG_USEC")
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&u| u > 0)?;
+    match std::env::var("WATCHDOG_PID").ok().map(|p| p.parse::<u32>()) {
+        Some(Ok(pid)) if pid != std::process::id() => None,
+        Some(Err(_)) => None,
+        _ => Some(Duration::from_micros(usec)),
+    }
 }
 
 fn send(states: &[NotifyState<'_>]) {

@@ -1,1 +1,285 @@
+//! The harness for process-level tests and benchmarks: builds throw-away meshes of real
+//! `huiyan` processes on loopback, each with its own keys, roster, site config and data dir.
+//!
+//! The binary under test is `$HUIYAN_BIN`, or `target/<profile>/huiyan` beside the test
+//! executable; `tests/run` builds it before running the tests.
 
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use huiyan_mesh::identity::generate_key_file;
+
+/// The `huiyan` binary under test.
+pub fn huiyan_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("HUIYAN_BIN") {
+        return PathBuf::from(bin);
+    }
+    // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let bin = profile_dir.join("huiyan");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p huiyan` first (tests/run does), or set HUIYAN_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `huiyan` with `args` to completion.
+pub fn huiyan(args: &[&str]) -> Output {
+    Command::new(huiyan_bin())
+        .args(args)
+        .output()
+        .expect("huiyan runs")
+}
+
+/// `n` distinct TCP+UDP ports that were free a moment ago.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            ports.push(port);
+            held.push((tcp, udp));
+        }
+    }
+    ports
+}
+
+/// The first of `len` consecutive ports that were all free (TCP) a moment ago.
+pub fn free_port_block(len: u16) -> u16 {
+    loop {
+        let first = free_ports(1)[0];
+        let fits = u32::from(first) + u32::from(len) < 65_000;
+        if fits && (first..first + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return first;
+        }
+    }
+}
+
+/// One site of a [`TestMesh`].
+#[derive(Debug, Clone)]
+pub struct TestSite {
+    pub id: String,
+    pub role: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub peer_id: String,
+    pub web: SocketAddr,
+    pub mesh: SocketAddr,
+    pub media: SocketAddr,
+    pub rtc: SocketAddr,
+}
+
+impl TestSite {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.web)
+    }
+}
+
+/// A throw-away mesh: a temp dir with a roster and one site config, key and data dir per site.
+#[derive(Debug)]
+pub struct TestMesh {
+    pub dir: tempfile::TempDir,
+    pub roster: PathBuf,
+    pub sites: Vec<TestSite>,
+}
+
+impl TestMesh {
+    /// A mesh of the given `(id, role)` sites; the first `hub` is the hub.
+    pub fn new(sites: &[(&str, &str)]) -> TestMesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = free_ports(4 * sites.len());
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut roster = String::new();
+        let mut out = Vec::new();
+        for (i, (id, role)) in sites.iter().enumerate() {
+            let data_dir = dir.path().join(id);
+            fs::create_dir_all(&data_dir).expect("data dir");
+            let key_file = data_dir.join("node.key");
+            let peer_id = generate_key_file(&key_file).expect("keygen").to_base58();
+            let [web, mesh, media, rtc] = [0, 1, 2, 3].map(|k| addr(ports[4 * i + k]));
+            let scopes = match *role {
+                "hub" | "bureau" => r#"["*"]"#.to_owned(),
+                "office" => format!(r#"["public", "accounts", "mediation", "correction/{id}"]"#),
+                _ => r#"["public", "accounts", "mediation"]"#.to_owned(),
+            };
+            roster.push_str(&format!(
+                "[[site]]\nid = \"{id}\"\nname_zh = \"测试{i}\"\nname_en = \"Test {i}\"\n\
+                 role = \"{role}\"\npeer_id = \"{peer_id}\"\nmesh = \"{mesh}\"\n\
+                 media = \"{media}\"\nweb = \"{web}\"\nscopes = {scopes}\n\n"
+            ));
+            let config = dir.path().join(format!("{id}.toml"));
+            fs::write(
+                &config,
+                format!(
+                    "site = \"{id}\"\nroster = \"roster.toml\"\ndata_dir = \"{id}\"\n\n\
+                     [listen]\nweb = \"{web}\"\nmesh = \"{mesh}\"\nmedia = \"{media}\"\n\
+                     rtc = \"{rtc}\"\n"
+                ),
+            )
+            .expect("write site config");
+            out.push(TestSite {
+                id: id.to_string(),
+                role: role.to_string(),
+                config,
+                data_dir,
+                key_file,
+                peer_id,
+                web,
+                mesh,
+                media,
+                rtc,
+            });
+        }
+        let roster_path = dir.path().join("roster.toml");
+        fs::write(&roster_path, roster).expect("write roster");
+        TestMesh {
+            dir,
+            roster: roster_path,
+            sites: out,
+        }
+    }
+
+    /// A mesh of one bureau and the hub it needs; tests use the bureau.
+    pub fn single() -> TestMesh {
+        TestMesh::new(&[("bureau", "bureau"), ("hub", "hub")])
+    }
+
+    pub fn site(&self, id: &str) -> &TestSite {
+        self.sites
+            .iter()
+            .find(|s| s.id == id)
+            .expect("site in the test mesh")
+    }
+
+    /// Starts the node of site `id`.
+    pub fn start(&self, id: &str) -> NodeProcess {
+        NodeProcess::start(self.site(id), &[])
+    }
+}
+
+/// A running `huiyan run` process, killed when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    pub child: Child,
+    pub site: TestSite,
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts the node of `site` with extra environment variables; its output goes to a log
+    /// file beside the site config.
+    pub fn start(site: &TestSite, env: &[(&str, &str)]) -> NodeProcess {
+        let log = site.config.with_extension("log");
+        let out = fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = Command::new(huiyan_bin());
+        command
+            .args(["run", "--config"])
+            .arg(&site.config)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start huiyan");
+        NodeProcess {
+            child,
+            site: site.clone(),
+            log,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; panics with the node's log if it does not in `within`.
+    pub fn wait_ready(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "node {} exited ({status}) before ready:\n{}",
+                    self.site.id,
+                    self.log_text()
+                );
+            }
+            if http_status(self.site.web, "/readyz") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "node {} not ready within {within:?}:\n{}",
+            self.site.id,
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the node");
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit; `None` if it did not exit.
+    pub fn stop(&mut self, within: Duration) -> Option<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        wait_exit(&mut self.child, within)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `within` for `child` to exit.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The HTTP status of `GET path` on `addr`, or `None` if nothing answers.
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// An HTTP client for plain-HTTP nodes on loopback.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}

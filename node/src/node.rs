@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 pub struct Node {
     pub config: SiteConfig,
     pub roster: Roster,
+    /// This node's own roster entry.
+    pub me: Site,
     pub peer_id: PeerId,
     pub store: Store,
     pub metrics: Metrics,
@@ -23,15 +25,6 @@ pub struct Node {
     pub started: Instant,
     /// The media engine: WebRTC sessions and the SFU.
     pub media: huiyan_media::driver::MediaHandle,
-}
-
-impl Node {
-    /// This node's own roster entry (checked to exist at start-up).
-    pub fn site(&self) -> &Site {
-        self.roster
-            .site(&self.config.site)
-            .unwrap_or(&self.roster.sites[0])
-    }
 }
 
 /// Named readiness checks. The node is ready when every check passes.

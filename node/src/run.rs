@@ -38,9 +38,10 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     }
     let keypair = identity::load_key_file(&config.key_file)?;
     let peer_id = keypair.public().to_peer_id();
-    let me = roster
-        .site(&config.site)
-        .ok_or_else(|| Error::Runtime("site vanished".into()))?;
+    // `config::load` made sure the site is in the roster.
+    let me = roster.site(&config.site).cloned();
+    let me =
+        me.ok_or_else(|| Error::Runtime(format!("site {} is not in the roster", config.site)))?;
     match me.peer_id {
         None => {
             return Err(Error::NotEnrolled {
@@ -90,6 +91,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     let node = Arc::new(Node {
         config,
         roster,
+        me,
         peer_id,
         store,
         metrics,
@@ -130,7 +132,7 @@ async fn serve(node: Arc<Node>, web: TcpListener) -> Result<(), Error> {
     );
     node.health.set("web", Ok(()));
 
-    let role = node.site().role;
+    let role = node.me.role;
     info!(%url, %role, peer_id = %node.peer_id, "node ready");
     systemd::ready(&format!("serving {} ({role}) on {url}", node.config.site));
 

@@ -7,7 +7,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,19 +18,23 @@ pub fn huiyan_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("HUIYAN_BIN") {
         return PathBuf::from(bin);
     }
-    // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+    // Test executables live in target/<profile>/deps, benchmarks in target/<profile>; the
+    // binary under test in target/<profile>.
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let bin = profile_dir.join("huiyan");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p huiyan` first (tests/run does), or set HUIYAN_BIN",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().expect("the executable is in a directory");
+    let candidates = [
+        dir.join("huiyan"),
+        dir.parent().unwrap_or(dir).join("huiyan"),
+    ];
+    let found = candidates.iter().find(|p| p.is_file());
+    let bin = found.unwrap_or_else(|| {
+        panic!(
+            "{} is missing: run `cargo build -p huiyan` first (tests/run does; add --release for \
+             a benchmark), or set HUIYAN_BIN",
+            candidates[1].display()
+        )
+    });
+    bin.clone()
 }
 
 /// Runs `huiyan` with `args` to completion.

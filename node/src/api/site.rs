@@ -50,7 +50,7 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
 #[utoipa::path(get, path = "/api/v1/site", tag = "site",
     responses((status = 200, description = "This node and its roster peers", body = SiteInfo)))]
 async fn get_site(State(node): State<Arc<Node>>) -> Json<SiteInfo> {
-    let me = node.site();
+    let me = &node.me;
     let peers = node
         .roster
         .sites

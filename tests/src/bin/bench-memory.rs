@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use huiyan_tests::{TestMesh, client};
 
-/// Reads a `kB` field of /proc/<pid>/status.
+/// Reads a `kB` field of `/proc/<pid>/status`.
 fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status

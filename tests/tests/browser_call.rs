@@ -5,6 +5,10 @@
 //! with its fake camera and microphone, driven by chromedriver through fantoccini. The call page
 //! is the node's own `web/call.html`.
 //!
+//! TODO(#4): the other browser scenarios of the issue: one publisher and six subscribers all
+//! decoding; a subscriber whose downlink is capped (tc in a network namespace) receiving a lower
+//! layer and still decoding; a browser whose network drops for 10 s rejoining by itself.
+//!
 //! Needs `chromium` and `chromium-driver` (Debian packages; `.ci/run` installs them) and the
 //! `huiyan` binary built first (`cargo build -p huiyan`), or `HUIYAN_BIN` pointing at one.
 

@@ -75,6 +75,8 @@ pub struct MediaOptions {
     pub listen: SocketAddr,
     /// IP put in host candidates. Default: the listen IP, or 127.0.0.1 when that is a
     /// wildcard (set it to the site's LAN address in production).
+    // TODO(#4): read it from the site config (`[listen] rtc_advertise`), and with a wildcard bind
+    // learn each datagram's local address (IP_PKTINFO) to offer one candidate per interface.
     pub advertise: Option<IpAddr>,
     /// Offer ICE-TCP on the same port number. Default true: some site networks block UDP.
     pub ice_tcp: bool,
@@ -476,6 +478,7 @@ impl Engine {
         }
     }
 
+    // TODO(#4): a timer heap instead of asking every connection each turn.
     fn next_deadline(&mut self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let mut deadline = self.sfu.poll_timeout().unwrap_or(far);

@@ -32,7 +32,7 @@ impl RoomKind {
             RoomKind::Hotline | RoomKind::Correction => 2,
             RoomKind::Mediation => 6,
             RoomKind::Command => 16,
-            RoomKind::Conference => 50,
+            RoomKind::Conference => 100,
         }
     }
 

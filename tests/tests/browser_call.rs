@@ -160,6 +160,11 @@ async fn two_browsers_in_a_room_decode_each_others_video_and_audio() -> Result<(
     assert_eq!(a1.protocol, "udp");
     assert_eq!(b1.protocol, "tcp");
 
+    // For a person to look at: `HUIYAN_SCREENSHOT=call.png` saves what Alice sees.
+    if let Some(path) = std::env::var_os("HUIYAN_SCREENSHOT") {
+        std::fs::write(path, alice.screenshot().await?)?;
+    }
+
     // The node's /metrics shows the call.
     let metrics = reqwest::get(format!("http://127.0.0.1:{web}/metrics"))
         .await?

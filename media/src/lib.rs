@@ -1,1 +1,83 @@
+//! huiyan-media: calls between browsers through the node's selective forwarding unit.
+//!
+//! - [`sfu`]: the sans-IO forwarding core (routing table, simulcast layer choice, retransmit
+//!   buffers, keyframe-request rate limiting, SSRC / sequence / timestamp rewriting).
+//! - [`room`]: room kinds, owners, participant limits and who may publish.
+//! - [`token`]: join tokens issued by the node API and checked by the signaling.
+//! - [`signal`]: the JSON signaling protocol spoken over the node's `/ws`.
+//! - [`driver`]: the IO side: one UDP port (and ICE-TCP on the same port number) shared by
+//!   every WebRTC session, webrtc-rs `rtc` peer connections, and the SFU core.
+//! - [`mux`]: which session a datagram on the shared port belongs to.
+//! - [`metrics`]: the counters exported on the node's `/metrics`.
+//!
+//! See `docs/media.md` for how webrtc-rs 0.21 is used and why the driver speaks to its sans-IO
+//! core directly.
+//!
+//! # Limitations
+//!
+//! - One peer connection per direction and per remote publisher: a browser publishes on one
+//!   connection and subscribes to each other participant on its own connection (all on the one
+//!   node port). A single connection with renegotiation is TODO(#4).
+//! - VP8 and Opus only; H.264 and VP9/AV1 SVC are not negotiated. TODO(#4).
+//! - VP8 picture IDs are not rewritten on a layer switch; browsers tolerate the jump at the
+//!   keyframe, but strict decoders might not. TODO(#4).
+//! - NACKs for packets no longer in the retransmit buffer are not forwarded to the publisher.
+//! - Host candidates carry one IP (the listen IP, or 127.0.0.1 for a wildcard bind) until the
+//!   site config names an advertised address. TODO(#4).
+//! - The engine is one task that polls every connection's timer each turn; fine for tens of
+//!   connections. TODO(#4): a timer heap, and a benchmark (`bench-sfu`) to size it.
+//! - The inter-site relay over quinn and recording are not built yet (other issues).
 
+pub mod driver;
+pub mod metrics;
+pub mod mux;
+pub mod room;
+pub mod sfu;
+pub mod signal;
+pub mod token;
+
+/// Everything that can go wrong in huiyan-media.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A participant tried to join twice.
+    #[error("participant {participant} has already joined a room; leave first")]
+    AlreadyJoined {
+        /// The participant.
+        participant: u64,
+    },
+    /// An operation needs a joined participant.
+    #[error("participant {participant} has not joined a room; send `join` first")]
+    NotJoined {
+        /// The participant.
+        participant: u64,
+    },
+    /// A subscription names a publisher that is not in the subscriber's room.
+    #[error("participant {publisher} does not publish in this room")]
+    UnknownPublisher {
+        /// The publisher asked for.
+        publisher: u64,
+    },
+    /// A join token was refused.
+    #[error("join token refused: {0}")]
+    Token(#[from] token::TokenError),
+    /// Room policy refused an action.
+    #[error("{0}")]
+    Room(#[from] room::RoomError),
+    /// The WebRTC stack refused an SDP or failed.
+    #[error("WebRTC: {reason}")]
+    Rtc {
+        /// What the stack said.
+        reason: String,
+    },
+    /// A socket could not be bound or used.
+    #[error("media socket {addr}: {source}")]
+    Io {
+        /// The address involved.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The media engine task has stopped.
+    #[error("the media engine has stopped")]
+    EngineStopped,
+}

@@ -26,6 +26,8 @@ pub struct Node {
     pub started: Instant,
     /// The mesh handle, set once the swarm is listening.
     pub mesh: OnceLock<Mesh>,
+    /// The media engine: WebRTC sessions and the SFU.
+    pub media: huiyan_media::driver::MediaHandle,
 }
 
 /// Named readiness checks. The node is ready when every check passes.

@@ -85,6 +85,12 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     metrics
         .starts
         .set(i64::try_from(starts).unwrap_or(i64::MAX));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+    let media = runtime.block_on(crate::api::start_media(&config, &metrics))?;
     let node = Arc::new(Node {
         config,
         roster,
@@ -95,13 +101,9 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         health: Health::default(),
         started: Instant::now(),
         mesh: OnceLock::new(),
+        media,
     });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
     let span = tracing::info_span!("node", site = %node.config.site);
     runtime.block_on(serve(node, web, keypair).instrument(span))
 }

@@ -386,11 +386,22 @@ check "the node runs the new binary (sha256 matches the controller's)" test \
     = "$(sha256sum "$WORK/huiyan-v2" | cut -d' ' -f1)"
 check "the upgrade restarted the node" test "$(unit target-a MainPID)" != "$pid_before"
 check "the upgraded node is ready" test "$(http_status "https://$A:8443/readyz")" = 200
-# TODO(#3): once GET /api/v1/sync exists, this must become a real check of the sync wait.
-check "the sync wait ran (and says it tolerated the missing /api/v1/sync)" \
-    grep -q 'TODO(#3)' "$WORK/upgrade.log"
+# The target's roster has no PeerId for the hub (the shipped roster enrols no site), so the
+# upgrade reads /api/v1/sync and says that it cannot wait for a hub it cannot sync with.
+check "the sync step read /api/v1/sync and said why it did not wait for the hub" \
+    grep -q 'sync with the hub not waited for: the hub hub has no PeerId' "$WORK/upgrade.log"
 
 # --- Backup from the running node, restore into a fresh machine ----------------------------------
+post_records() { # three mediation records on target-a, each acknowledged (201) once durable
+    local i code
+    for i in 1 2 3; do
+        code=$(curl -sk --max-time 10 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+            -d "{\"scope\":\"mediation\",\"kind\":\"case\",\"payload\":{\"n\":$i}}" \
+            "https://$A:8443/api/v1/records")
+        [[ $code == 201 ]] || { echo "record $i: HTTP $code" >&2; return 1; }
+    done
+}
+check "the node acknowledges three records before the backup" post_records
 check_log "$WORK/backup.log" "backup.yml backs up the running node" \
     playbook "$WORK/backup.log" backup.yml -l target-a
 archive=$(ls "$WORK/backups/$SITE/$SITE"-*.tar.gz 2>/dev/null | tail -n 1)
@@ -407,6 +418,9 @@ check "the backup holds the node key and a store" \
     bash -c "test -s '$WORK/backup-extracted/node.key' && \
              test \$(find '$WORK/backup-extracted' -type f | wc -l) -gt 2"
 site_a=$(curl -sk --max-time 5 "https://$A:8443/api/v1/site")
+records_a=$(curl -sk --max-time 5 "https://$A:8443/api/v1/records?origin=$SITE")
+check "the original lists its records" \
+    python3 -c 'import json, sys; sys.exit(len(json.loads(sys.argv[1])["records"]) < 3)' "$records_a"
 
 boot_target target-b 2
 B=$(addr_of target-b)
@@ -429,11 +443,11 @@ check "the restored node kept the original's key (same PeerId file)" test \
 check "the restored node did not make a new key" \
     test "$(on target-b sha256sum /var/lib/huiyan/node.key)" \
     = "$(on target-a sha256sum /var/lib/huiyan/node.key)"
-# TODO(#3): compare the records themselves: GET /api/v1/records on both nodes must list the same
-# entries. Until that API exists, the store is compared file by file: restore.yml checks every
-# restored file against the backup's manifest before the node starts, and fails otherwise.
 check "restore checked every restored file against the manifest" \
     grep -q 'Check every restored file against the manifest' "$WORK/restore.log"
+check "the restored node holds the same records as the original" \
+    test "$(curl -sk --max-time 5 "https://$B:8443/api/v1/records?origin=$SITE")" \
+    = "$records_a"
 
 # --- A failed upgrade stops the roll -----------------------------------------------------------
 # Both targets now run the node. A binary that cannot start fails the first node (target-a, first

@@ -4,6 +4,7 @@
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
 mod records;
+mod media;
 mod site;
 
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::node::Node;
+
+pub use media::start as start_media;
 
 #[derive(OpenApi)]
 #[openapi(info(
@@ -25,4 +28,5 @@ pub fn router() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(site::routes())
         .merge(records::routes())
+        .merge(media::routes())
 }

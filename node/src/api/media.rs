@@ -1,0 +1,182 @@
+//! Calls: `POST /api/v1/media/token` issues join tokens, `GET /ws` carries the signaling of
+//! one browser (JSON text frames, see `huiyan_media::signal`).
+//!
+//! The media engine itself (sockets, peer connections, SFU) lives in `huiyan-media`; this module
+//! only bridges HTTP and WebSocket to its handle.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use huiyan_media::room::Role;
+use huiyan_media::signal::{ErrorCode, MAX_MESSAGE_BYTES, ServerMessage};
+use huiyan_media::token::{Claims, unix_now};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::node::Node;
+
+/// Longest token lifetime a caller may ask for: 12 h, one working day of a duty lawyer.
+const MAX_TTL_SECONDS: u64 = 12 * 3600;
+/// Default token lifetime: 1 h, enough to queue for and hold a call.
+const DEFAULT_TTL_SECONDS: u64 = 3600;
+
+/// A request for a join token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Room id, from the site config's `[[rooms]]`.
+    room: String,
+    /// Opaque id of the caller (account or device), shown to the room. Never a person's name.
+    sub: String,
+    /// `owner`, `speaker` or `viewer`.
+    #[schema(value_type = String)]
+    role: Role,
+    /// Lifetime in seconds. Default 3600, at most 43200.
+    ttl_seconds: Option<u64>,
+}
+
+/// A join token and where to use it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// Send as `{"type":"join","token":...}` on `/ws`.
+    token: String,
+    /// Expiry, seconds since the Unix epoch.
+    expires: u64,
+}
+
+pub fn routes() -> OpenApiRouter<Arc<Node>> {
+    OpenApiRouter::new()
+        .routes(routes!(issue_token))
+        .route("/ws", get(signaling))
+}
+
+/// Issue a token to join a room of this node.
+// TODO(#4): gate on the caller's account and role once accounts exist; for now any client of
+// the node may ask for a token to any of its rooms.
+#[utoipa::path(post, path = "/api/v1/media/token", tag = "media",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "A join token", body = TokenResponse),
+        (status = 400, description = "Unknown room, empty sub, or ttl out of range")))]
+async fn issue_token(State(node): State<Arc<Node>>, Json(req): Json<TokenRequest>) -> Response {
+    let bad =
+        |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
+    if !node.config.rooms.iter().any(|r| r.id == req.room) {
+        return bad(format!(
+            "no room `{}` on this node; see the site config's [[rooms]]",
+            req.room
+        ));
+    }
+    if req.sub.is_empty() || req.sub.len() > 128 {
+        return bad("`sub` must be 1 to 128 characters".into());
+    }
+    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        return bad(format!("`ttl_seconds` must be 1 to {MAX_TTL_SECONDS}"));
+    }
+    let expires = unix_now() + ttl;
+    let token = node.media.issue_token(&Claims {
+        room: req.room,
+        sub: req.sub,
+        role: req.role,
+        exp: expires,
+    });
+    Json(TokenResponse { token, expires }).into_response()
+}
+
+/// The signaling WebSocket of one browser.
+async fn signaling(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
+    // Frames up to 4x the protocol limit are read and refused with `too_large`; beyond that
+    // the WebSocket layer closes the socket (code 1009).
+    ws.max_message_size(4 * MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| serve_socket(node, socket))
+}
+
+async fn serve_socket(node: Arc<Node>, mut socket: WebSocket) {
+    let mut session = match node.media.open_session().await {
+        Ok(session) => session,
+        Err(e) => {
+            let msg = ServerMessage::error(ErrorCode::Internal, e.to_string());
+            let _ = socket.send(Message::Text(msg.to_json().into())).await;
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        let msg = ServerMessage::error(
+                            ErrorCode::BadMessage,
+                            "binary frames are not signaling; send JSON text",
+                        );
+                        if socket.send(Message::Text(msg.to_json().into())).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => break,
+                };
+                if let Err(refusal) = session.handle_text(text.as_str())
+                    && socket.send(Message::Text(refusal.to_json().into())).await.is_err()
+                {
+                    break;
+                }
+            }
+            event = session.events.recv() => {
+                let Some(event) = event else { break };
+                if socket.send(Message::Text(event.to_json().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Start the media engine on the site's `[listen] rtc` port with the site's rooms, and register
+/// its metrics. Called once at start-up, inside the node's runtime.
+pub async fn start(
+    config: &crate::config::SiteConfig,
+    metrics: &crate::metrics::Metrics,
+) -> Result<huiyan_media::driver::MediaHandle, crate::error::Error> {
+    use huiyan_media::driver::{MediaOptions, start};
+    use huiyan_media::metrics::MediaMetrics;
+    use huiyan_media::room::{RoomKind, RoomPolicy};
+
+    let mut options = MediaOptions::new(config.listen.rtc);
+    for room in &config.rooms {
+        // check-config has validated the kind against ROOM_KINDS, which match RoomKind.
+        let Ok(kind) = serde_json::from_value::<RoomKind>(json!(room.kind)) else {
+            continue;
+        };
+        options
+            .rooms
+            .push(RoomPolicy::new(room.id.clone(), kind, config.site.clone()));
+    }
+    let media_metrics = MediaMetrics::new();
+    media_metrics.register(
+        &mut metrics
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let (handle, _task) =
+        start(options, media_metrics)
+            .await
+            .map_err(|e| crate::error::Error::Bind {
+                what: "rtc",
+                addr: config.listen.rtc,
+                reason: e.to_string(),
+            })?;
+    Ok(handle)
+}

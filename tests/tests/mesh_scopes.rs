@@ -58,7 +58,7 @@ fn scenic_keeps_only_headers_of_correction_records_sent_to_it() {
             assert_eq!(r["withheld"], true, "{r}");
             assert!(r["payload"].is_null(), "{r}");
         } else {
-            assert_eq!(r["payload"]["case"].as_u64().is_some(), true, "{r}");
+            assert!(r["payload"]["case"].as_u64().is_some(), "{r}");
         }
     }
     let out_of_scope = metric(

@@ -1,6 +1,6 @@
 //! The libp2p driver: QUIC (TCP fallback) connections to roster peers, head announcements over
 //! gossipsub, catch-up over a request/response protocol, and the event loop that feeds the
-//! sans-IO [`Planner`](crate::sync::Planner).
+//! sans-IO [`Planner`].
 //!
 //! Tuned for mountain links (see [`Timing`]): explicit idle timeout and keep-alive so that a
 //! one-minute outage does not lose the connection state needlessly, capped exponential redial

@@ -3,8 +3,8 @@
 //! Each area of the API has its own module returning an [`OpenApiRouter`]; the document is
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
-mod records;
 mod media;
+mod records;
 mod site;
 
 use std::sync::Arc;

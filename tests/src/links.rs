@@ -36,11 +36,23 @@ impl LinkedMesh {
             .expect("runtime");
         let mut roster = fs::read_to_string(&mesh.roster).expect("roster");
         let mut links = Vec::new();
+        // Site ports are only reserved, not bound, until the nodes start: a link must not take
+        // one of them for its own front port.
+        let taken: Vec<u16> = mesh
+            .sites
+            .iter()
+            .flat_map(|s| [s.web, s.mesh, s.media, s.rtc].map(|a| a.port()))
+            .collect();
         for site in &mesh.sites {
             let front: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let link = runtime
-                .block_on(Link::start(front, site.mesh, params.clone()))
-                .expect("start link");
+            let link = loop {
+                let link = runtime
+                    .block_on(Link::start(front, site.mesh, params.clone()))
+                    .expect("start link");
+                if !taken.contains(&link.local_addr().port()) {
+                    break link;
+                }
+            };
             let from = format!("mesh = \"{}\"", site.mesh);
             let to = format!("mesh = \"{}\"", link.local_addr());
             roster = roster.replace(&from, &to);

@@ -2,7 +2,7 @@
 //! sync status and metrics. It owns the local log writer; the network side lives in `swarm`.
 //!
 //! Every write to the logs — local appends and entries applied from sync — goes through one
-//! [`Writer`] lock that keeps the head (seq, hash) of every log, so verification and storage see
+//! `Writer` lock that keeps the head (seq, hash) of every log, so verification and storage see
 //! one consistent view. Flushing happens outside the lock: concurrent writers share a flush
 //! (group commit), and the durable version vector is raised only after the flush returns, so a
 //! node never serves or announces an entry it could still lose.

@@ -8,7 +8,7 @@
 //! bounded queues everywhere (request window per peer, command channel, apply channel).
 //!
 //! Peers not in the roster are refused when their connection is established (allow list),
-//! logged and counted. The swarm never touches sled: it reads and writes through [`Shared`].
+//! logged and counted. The swarm never touches sled: it reads and writes through `Shared`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;

@@ -1,7 +1,7 @@
 //! `/api/v1/records` and `/api/v1/sync`: append records to this site's log, page through the
 //! logs this node holds, and see how replication stands.
 //!
-//! The handlers only translate HTTP to the [`Mesh`](huiyan_mesh::replica::Mesh) handle; what a
+//! The handlers only translate HTTP to the [`Mesh`] handle; what a
 //! record is and how it travels belong to the mesh crate.
 
 use std::sync::Arc;

@@ -47,30 +47,45 @@ pub fn huiyan(args: &[&str]) -> Output {
         .expect("huiyan runs")
 }
 
-/// `n` distinct TCP+UDP ports that were free a moment ago.
+/// Where test ports come from: below Linux's ephemeral range (32768 and up), so that an outgoing
+/// connection of some other process cannot take a port between our probe and the node's bind.
+const TEST_PORTS: std::ops::Range<u16> = 10_000..32_000;
+/// Blocks handed out by this process so far; each call gets a block of its own.
+static NEXT_BLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// `n` distinct ports, free for both TCP and UDP a moment ago.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = tcp.local_addr().expect("local addr").port();
-        if let Ok(udp) = std::net::UdpSocket::bind(("127.0.0.1", port)) {
-            ports.push(port);
-            held.push((tcp, udp));
-        }
-    }
-    ports
+    let len = u16::try_from(n).expect("a test asks for fewer than 65536 ports");
+    let first = free_port_block(len);
+    (first..first + len).collect()
 }
 
-/// The first of `len` consecutive ports that were all free (TCP) a moment ago.
+/// The first of `len` consecutive ports that were all free (TCP and UDP) a moment ago.
+///
+/// Blocks are tried from an offset that depends on the process id and on how many blocks this
+/// process took before, so parallel tests and test processes start far apart.
 pub fn free_port_block(len: u16) -> u16 {
-    loop {
-        let first = free_ports(1)[0];
-        let fits = u32::from(first) + u32::from(len) < 65_000;
-        if fits && (first..first + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let stride = u32::from(len).max(1);
+    let blocks = span / stride;
+    assert!(
+        blocks > 0,
+        "a block of {len} ports does not fit the test range"
+    );
+    let start = std::process::id().wrapping_mul(7919)
+        + NEXT_BLOCK.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 131;
+    for k in 0..blocks {
+        let block = (start + k) % blocks;
+        let first = TEST_PORTS.start + u16::try_from(block * stride).expect("within the range");
+        let free = (first..first + len).all(|p| {
+            TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
             return first;
         }
     }
+    panic!("no {len} consecutive free ports in {TEST_PORTS:?}");
 }
 
 /// One site of a [`TestMesh`].

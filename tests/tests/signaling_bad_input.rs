@@ -64,7 +64,7 @@ fn expect_error(reply: &Value, code: &str) {
 async fn bad_signaling_gets_clear_errors_and_the_node_keeps_serving() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
-    let base = base_port() + 1;
+    let base = base_port();
     let _demo = start_demo(dir.path(), base)?;
     let web = base + 10 * SCENIC_1;
 

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,31 +34,14 @@ impl Drop for Guard {
     }
 }
 
-pub fn huiyan_bin() -> Result<PathBuf> {
-    if let Ok(bin) = std::env::var("HUIYAN_BIN") {
-        return Ok(bin.into());
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/huiyan");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: run `cargo build -p huiyan` first",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// A base port whose 80 following ports this test run may use.
+/// A base port whose 80 following ports this test may use.
 pub fn base_port() -> u16 {
-    20_000 + (std::process::id() % 400) as u16 * 100
+    huiyan_tests::free_port_block(80)
 }
 
 /// Start the demo pilot and wait until every node is ready.
 pub fn start_demo(dir: &std::path::Path, base: u16) -> Result<Guard> {
-    let mut child = Command::new(huiyan_bin()?)
+    let mut child = Command::new(huiyan_tests::huiyan_bin())
         .args(["demo", "--dir"])
         .arg(dir)
         .args(["--base-port", &base.to_string()])

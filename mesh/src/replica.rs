@@ -19,7 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Error;
 use crate::hlc::{Hlc, HlcTime};
@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     pub refused: Mutex<BTreeMap<Refusal, u64>>,
     pub metrics: Metrics,
     pub cmd: mpsc::Sender<Command>,
+    /// The durable version vector, for [`Mesh::watch`]: raised after every flush.
+    pub changes: watch::Sender<VersionVector>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -208,6 +210,7 @@ impl Shared {
         let heads = store.log_heads()?;
         let last = heads.values().map(|h| h.hlc).max().unwrap_or_default();
         let durable: VersionVector = heads.iter().map(|(o, h)| (*o, h.seq)).collect();
+        let (changes, _) = watch::channel(durable.clone());
         let metrics = Metrics::default();
         for r in Refusal::ALL {
             let _ = metrics.refused_entries.get_or_create(&ReasonLabel {
@@ -235,6 +238,7 @@ impl Shared {
             refused: Mutex::new(BTreeMap::new()),
             metrics,
             cmd,
+            changes,
         })
     }
 
@@ -251,6 +255,7 @@ impl Shared {
     fn raise_durable(&self, origin: PeerId, seq: u64) {
         if let Ok(mut d) = self.durable.write() {
             d.raise(origin, seq);
+            self.changes.send_replace(d.clone());
         }
     }
 
@@ -403,6 +408,26 @@ impl Shared {
     }
 }
 
+/// Appends a record to this site's log while the node is not running (`huiyan user add` on a
+/// stopped node, the demo's first accounts): the same signed, durable append as
+/// [`Mesh::append`], without the swarm. The store must be this site's own.
+pub fn append_offline(
+    key: Keypair,
+    site: &str,
+    roster: Roster,
+    store: Store,
+    scope: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<u64, Error> {
+    let bytes = serde_json::to_vec(payload).map_err(|e| Error::Record {
+        reason: e.to_string(),
+    })?;
+    // Nobody listens: there is no swarm to announce the new head to until the node starts.
+    let (cmd, _) = mpsc::channel(1);
+    Shared::new(key, site.to_owned(), roster, store, cmd)?.append(scope, kind, bytes)
+}
+
 fn poisoned() -> Error {
     Error::Record {
         reason: "the log writer failed earlier; restart the node".into(),
@@ -490,6 +515,12 @@ impl Mesh {
     /// The durable version vector.
     pub fn version_vector(&self) -> VersionVector {
         self.shared.durable_vv()
+    }
+
+    /// Watches the durable version vector: it changes after every local append and every batch
+    /// applied from a peer, once the entries are on disk. Views derived from the logs follow it.
+    pub fn watch(&self) -> watch::Receiver<VersionVector> {
+        self.shared.changes.subscribe()
     }
 
     /// Sync status: version vector, digest, peers with lag and last error, refusals.

@@ -94,14 +94,14 @@ async fn three_sites_converge_and_scenic_never_holds_correction_payloads() {
         Site {
             id: "office-1",
             role: "office",
-            scopes: "[\"public\", \"correction/office-1\"]",
+            scopes: "[\"public\", \"correction/office-1\", \"audit/office-1\"]",
             key: Keypair::generate_ed25519(),
             port: free_port(),
         },
         Site {
             id: "scenic-1",
             role: "scenic",
-            scopes: "[\"public\"]",
+            scopes: "[\"public\", \"audit/scenic-1\"]",
             key: Keypair::generate_ed25519(),
             port: free_port(),
         },

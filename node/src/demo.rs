@@ -29,6 +29,33 @@ const SITE_CONFIGS: [(&str, &str); 8] = [
     ("scenic-2", include_str!("../../site-configs/scenic-2.toml")),
     ("scenic-3", include_str!("../../site-configs/scenic-3.toml")),
 ];
+/// The demo's staff accounts, one per role (and a mediator for the bureau's mediation centre):
+/// username, display name, grant. Each is written into the log of the site it works at and
+/// reaches the others by sync.
+const DEMO_ACCOUNTS: [(&str, &str, &str); 7] = [
+    ("admin", "演示管理员 Demo admin", "admin@hub"),
+    (
+        "mediator",
+        "西景区调解员 West Slope mediator",
+        "mediator@scenic-2",
+    ),
+    (
+        "mediator-bureau",
+        "调解中心调解员 Bureau mediator",
+        "mediator@bureau",
+    ),
+    ("lawyer", "值班律师 Duty lawyer", "duty_lawyer@bureau"),
+    (
+        "officer",
+        "矫正工作人员 Correction officer",
+        "correction_officer@office-1",
+    ),
+    ("commander", "指挥中心 Commander", "commander@bureau"),
+    ("viewer", "观察员 Viewer", "viewer@hub"),
+];
+/// The demo accounts' password: the demo runs on loopback only, and a walkthrough needs a
+/// password it can print.
+pub const DEMO_PASSWORD: &str = "huiyan-demo";
 /// How long the demo waits for every node to be ready.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// How long a node gets to stop on SIGTERM before it is killed.
@@ -125,6 +152,7 @@ fn prepare_and_start(dir: &Path, base_port: u16) -> Result<Vec<DemoSite>, Error>
         config["listen"]["rtc"] = value(loopback(port(i, 3)));
         let path = dir.join(format!("{id}.toml"));
         fs::write(&path, config.to_string()).map_err(|e| io("cannot write a site config", e))?;
+        add_demo_accounts(&path, &id)?;
 
         let log = fs::File::create(dir.join(format!("{id}.log")))
             .map_err(|e| io("cannot create a log file", e))?;
@@ -153,6 +181,24 @@ fn prepare_and_start(dir: &Path, base_port: u16) -> Result<Vec<DemoSite>, Error>
         });
     }
     Ok(sites)
+}
+
+/// Writes the demo accounts that work at site `id` into its log (the node is not running yet).
+fn add_demo_accounts(config: &Path, id: &str) -> Result<(), Error> {
+    for (username, name, grant) in DEMO_ACCOUNTS {
+        let grant: crate::accounts::Grant = grant.parse().map_err(Error::Runtime)?;
+        if grant.unit != id {
+            continue;
+        }
+        let new = crate::users::NewAccount {
+            username: username.into(),
+            display_name: name.into(),
+            grants: vec![grant],
+            password: DEMO_PASSWORD.into(),
+        };
+        crate::users::add(config, new)?;
+    }
+    Ok(())
 }
 
 /// Makes the child get SIGTERM when the demo dies, even by SIGKILL, so no node is left behind.
@@ -217,6 +263,11 @@ async fn wait_ready_then_serve(sites: &mut [DemoSite]) -> Result<(), Error> {
             format!("http://{}/", s.web),
             s.name_zh
         );
+    }
+    println!();
+    println!("Demo accounts (password `{DEMO_PASSWORD}` for all; sign in at any site):");
+    for (username, name, grant) in DEMO_ACCOUNTS {
+        println!("  {username:<16} {grant:<30} {name}");
     }
     println!();
     println!("Press Ctrl-C to stop every node.");

@@ -55,6 +55,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Runtime(String),
+    /// A command was given something it cannot use; the message says what to give instead.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl Error {

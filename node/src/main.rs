@@ -9,7 +9,10 @@
 //! - Only the web listener is bound; the mesh, media and rtc addresses are validated but unused
 //!   until their issues land.
 
+mod accounts;
 mod api;
+mod audit;
+mod auth;
 mod config;
 mod demo;
 mod error;
@@ -19,6 +22,8 @@ mod metrics;
 mod node;
 mod run;
 mod systemd;
+mod users;
+mod views;
 mod web;
 
 use std::path::PathBuf;
@@ -55,6 +60,11 @@ enum Cmd {
         #[arg(default_value = "site-configs")]
         paths: Vec<PathBuf>,
     },
+    /// Staff accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
     /// Run the whole pilot (every site of the roster) on this machine, on loopback.
     Demo {
         /// Where the nodes keep their data, keys and logs; default a fresh temp dir, removed
@@ -65,6 +75,62 @@ enum Cmd {
         #[arg(long, default_value_t = 8000)]
         base_port: u16,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a staff account, or replace one (new password and roles), on a stopped node;
+    /// it reaches every site by sync. Prints a generated password unless --password-stdin.
+    Add {
+        /// The site config of this node.
+        #[arg(long)]
+        config: PathBuf,
+        /// Sign-in name: 2-32 lower-case letters, digits, `.`, `-`, `_`.
+        #[arg(long)]
+        username: String,
+        /// The name colleagues see.
+        #[arg(long)]
+        name: String,
+        /// A role on a unit, `role@unit` (such as `admin@bureau`, `mediator@scenic-2`);
+        /// repeat for several.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// Read the password (one line, at least 8 characters) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn user_add(
+    config: &std::path::Path,
+    username: String,
+    display_name: String,
+    grants: &[String],
+    password_stdin: bool,
+) -> Result<(), Error> {
+    let grants = grants
+        .iter()
+        .map(|g| g.parse())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Error::Usage)?;
+    let (password, generated) = if password_stdin {
+        (users::password_from_stdin()?, false)
+    } else {
+        (accounts::random_password(), true)
+    };
+    let new = users::NewAccount {
+        username: username.clone(),
+        display_name,
+        grants,
+        password: password.clone(),
+    };
+    users::add(config, new)?;
+    if generated {
+        println!("created `{username}` with password: {password}");
+    } else {
+        println!("created `{username}`");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -87,6 +153,16 @@ fn main() -> ExitCode {
             .map(|n| println!("{n} file(s) checked, no error"))
             .map_err(Error::Config),
         Cmd::Demo { dir, base_port } => demo::demo(dir, base_port),
+        Cmd::User {
+            command:
+                UserCmd::Add {
+                    config,
+                    username,
+                    name,
+                    grants,
+                    password_stdin,
+                },
+        } => user_add(&config, username, name, &grants, password_stdin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,18 @@ fn nodes_under(dir: &str) -> Vec<i32> {
     pids
 }
 
+/// Kills the demo if the test ends early (a failed assertion), so no node outlives the test.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Starts `huiyan demo` in `dir` on a free block of ports: the demo, its stdout lines, the base.
 fn start_demo(dir: &str) -> (Child, Lines<BufReader<ChildStdout>>, u16) {
     let base = free_port_block(80);
@@ -42,6 +54,7 @@ fn demo_runs_every_site_and_stops_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let dir_str = dir.path().to_str().unwrap().to_owned();
     let (mut demo, mut lines, base) = start_demo(&dir_str);
+    let _guard = KillOnDrop(demo.id());
 
     // The table lists every site once ready.
     let mut table = Vec::new();
@@ -87,6 +100,7 @@ fn nodes_die_with_a_killed_demo() {
     let dir = tempfile::tempdir().unwrap();
     let dir_str = dir.path().to_str().unwrap().to_owned();
     let (mut demo, mut lines, _) = start_demo(&dir_str);
+    let _guard = KillOnDrop(demo.id());
     assert!(lines.any(|l| l.unwrap().starts_with("Press Ctrl-C")));
     demo.kill().unwrap();
     demo.wait().unwrap();

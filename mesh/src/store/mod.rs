@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
+mod local;
+pub use local::KeyValue;
 mod log;
 pub use log::Head;
 

@@ -3,7 +3,9 @@
 //! Each area of the API has its own module returning an [`OpenApiRouter`]; the document is
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
+mod accounts;
 mod media;
+pub mod problem;
 mod records;
 mod site;
 
@@ -27,6 +29,7 @@ struct ApiDoc;
 pub fn router() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(site::routes())
+        .merge(accounts::routes())
         .merge(records::routes())
         .merge(media::routes())
 }

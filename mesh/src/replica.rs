@@ -523,6 +523,20 @@ impl Mesh {
         self.shared.changes.subscribe()
     }
 
+    /// Whether a connection to the node of `site` is open now. Cheap: no store access.
+    pub fn is_connected(&self, site: &str) -> bool {
+        let Some(peer) = self.shared.roster.site(site).and_then(|s| s.peer_id) else {
+            return false;
+        };
+        if peer == self.shared.me {
+            return true;
+        }
+        self.shared
+            .peers
+            .read()
+            .is_ok_and(|peers| peers.iter().any(|p| p.peer == peer && p.connected))
+    }
+
     /// Sync status: version vector, digest, peers with lag and last error, refusals.
     pub fn status(&self) -> Result<SyncStatus, Error> {
         let s = &self.shared;

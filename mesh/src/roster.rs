@@ -275,13 +275,16 @@ impl Roster {
                             .iter()
                             .any(|s| s.id == office && s.role == Role::Office)
                     })
-                    || scope
-                        .strip_prefix("audit/")
-                        .is_some_and(|id| self.sites.iter().any(|s| s.id == id));
+                    || ["audit/", "mediation/"].iter().any(|prefix| {
+                        scope
+                            .strip_prefix(prefix)
+                            .is_some_and(|id| self.sites.iter().any(|s| s.id == id))
+                    });
                 if !known {
                     let msg = format!("unknown scope `{scope}`");
                     let hint = format!(
-                        "scopes are \"*\", {}, \"correction/<office id>\" or \"audit/<site id>\"",
+                        "scopes are \"*\", {}, \"correction/<office id>\", \"audit/<site id>\" or \
+                         \"mediation/<site id>\"",
                         SCOPES.map(|s| format!("\"{s}\"")).join(", ")
                     );
                     c.error(&at("scopes"), msg, &hint);

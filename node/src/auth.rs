@@ -271,20 +271,40 @@ impl FromRequestParts<Arc<Node>> for Staff {
     }
 }
 
-/// A signed-in admin (of any unit). Extracted before the request body is read, so that a
-/// caller without the role hears 403 whatever it sent.
-#[derive(Debug, Clone)]
-pub struct Admin(pub Staff);
+/// Extractors for a signed-in staff member holding a role (on any unit). They run before the
+/// request body is read, so that a caller without the role hears 403 whatever it sent; checks
+/// on a particular unit follow in the handler.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Staff);
 
-impl FromRequestParts<Arc<Node>> for Admin {
-    type Rejection = Problem;
+        impl FromRequestParts<Arc<Node>> for $name {
+            type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Admin, Problem> {
-        let staff = Staff::from_request_parts(parts, node).await?;
-        staff.require_role(Role::Admin)?;
-        Ok(Admin(staff))
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                node: &Arc<Node>,
+            ) -> Result<$name, Problem> {
+                let staff = Staff::from_request_parts(parts, node).await?;
+                staff.require_role($role)?;
+                Ok($name(staff))
+            }
+        }
+    };
 }
+
+role_extractor!(
+    /// A signed-in admin.
+    Admin,
+    Role::Admin
+);
+role_extractor!(
+    /// A signed-in mediator.
+    Mediator,
+    Role::Mediator
+);
 
 /// A signed-in admin of this node's site (or of a unit above it).
 #[derive(Debug, Clone, Copy)]

@@ -38,6 +38,8 @@ pub struct Node {
     /// Staff sign-in sessions of this node.
     pub sessions: Sessions,
     pub signin_limit: SignInLimiter,
+    /// Mediators at their consoles, calls placed per address.
+    pub desk: crate::api::mediation::Desk,
 }
 
 /// Named readiness checks. The node is ready when every check passes.

@@ -31,6 +31,8 @@ const GRACE: Duration = Duration::from_secs(3);
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often ended sessions are removed from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often the staffing of this node's rooms is checked.
+const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 
 pub fn run(config_path: &Path) -> Result<(), Error> {
     let Loaded { config, roster } = config::load(config_path).map_err(Error::Config)?;
@@ -79,6 +81,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         views: crate::views::Views::default(),
         sessions,
         signin_limit: crate::auth::SignInLimiter::default(),
+        desk: crate::api::mediation::Desk::default(),
     });
 
     let span = tracing::info_span!("node", site = %node.config.site);
@@ -156,6 +159,14 @@ async fn serve(node: Arc<Node>, web: TcpListener, key: identity::Keypair) -> Res
     );
     tokio::spawn(crate::views::follow(node.clone(), mesh.clone()));
     tokio::spawn(sweep_sessions(node.clone()));
+    let known = node.views.rooms().of_site(&node.config.site).to_vec();
+    if crate::rooms::announce(&mesh, &node.config, &known).await? {
+        info!(
+            rooms = node.config.rooms.len(),
+            "announced this site's rooms"
+        );
+    }
+    tokio::spawn(watch_presence(node.clone()));
 
     let handle = Handle::new();
     let app = http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -215,6 +226,15 @@ async fn start_mesh(node: &Arc<Node>, key: identity::Keypair) -> Result<Mesh, Er
     node.health.set("mesh", Ok(()));
     let _ = node.mesh.set(mesh.clone());
     Ok(mesh)
+}
+
+/// Records a room as unstaffed once its mediators' consoles stop saying they are there.
+async fn watch_presence(node: Arc<Node>) {
+    let mut every = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+        every.tick().await;
+        crate::api::mediation::publish_presence(&node).await;
+    }
 }
 
 /// Removes ended sign-in sessions from the store now and then.

@@ -14,7 +14,9 @@ use huiyan_mesh::replica::Mesh;
 
 use crate::accounts::Accounts;
 use crate::audit::Trail;
+use crate::mediation::Mediation;
 use crate::node::Node;
+use crate::rooms::Directory;
 
 /// Records read per origin and per step.
 const STEP: usize = 500;
@@ -24,6 +26,8 @@ const STEP: usize = 500;
 pub struct Views {
     accounts: RwLock<Accounts>,
     audit: RwLock<Trail>,
+    rooms: RwLock<Directory>,
+    mediation: RwLock<Mediation>,
     /// Per origin, the last seq applied. One reader at a time.
     cursors: Mutex<BTreeMap<PeerId, u64>>,
 }
@@ -35,6 +39,14 @@ impl Views {
 
     pub fn audit(&self) -> RwLockReadGuard<'_, Trail> {
         self.audit.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn rooms(&self) -> RwLockReadGuard<'_, Directory> {
+        self.rooms.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn mediation(&self) -> RwLockReadGuard<'_, Mediation> {
+        self.mediation.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies every durable record not applied yet; returns how many were read. Blocking (it
@@ -52,9 +64,13 @@ impl Views {
                 {
                     let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
                     let mut audit = self.audit.write().unwrap_or_else(|p| p.into_inner());
+                    let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+                    let mut mediation = self.mediation.write().unwrap_or_else(|p| p.into_inner());
                     for r in &records {
                         accounts.apply(r);
                         audit.apply(r);
+                        rooms.apply(r);
+                        mediation.apply(r);
                     }
                 }
                 read += records.len();

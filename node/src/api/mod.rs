@@ -5,6 +5,7 @@
 
 mod accounts;
 mod media;
+pub mod mediation;
 pub mod problem;
 mod records;
 mod site;
@@ -32,4 +33,5 @@ pub fn router() -> OpenApiRouter<Arc<Node>> {
         .merge(accounts::routes())
         .merge(records::routes())
         .merge(media::routes())
+        .merge(mediation::routes())
 }

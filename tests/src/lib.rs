@@ -196,9 +196,12 @@ impl TestMesh {
             let scopes = match *role {
                 "hub" | "bureau" => r#"["*"]"#.to_owned(),
                 "office" => format!(
-                    r#"["public", "accounts", "mediation", "correction/{id}", "audit/{id}"]"#
+                    r#"["public", "accounts", "mediation", "mediation/{id}", "correction/{id}",
+                        "audit/{id}"]"#
                 ),
-                _ => format!(r#"["public", "accounts", "mediation", "audit/{id}"]"#),
+                _ => format!(
+                    r#"["public", "accounts", "mediation", "mediation/{id}", "audit/{id}"]"#
+                ),
             };
             roster.push_str(&format!(
                 "[[site]]\nid = \"{id}\"\nname_zh = \"测试{i}\"\nname_en = \"Test {i}\"\n\
@@ -211,7 +214,9 @@ impl TestMesh {
                 format!(
                     "site = \"{id}\"\nroster = \"roster.toml\"\ndata_dir = \"{id}\"\n\n\
                      [listen]\nweb = \"{web}\"\nmesh = \"{mesh}\"\nmedia = \"{media}\"\n\
-                     rtc = \"{rtc}\"\n"
+                     rtc = \"{rtc}\"\n\n\
+                     [[rooms]]\nid = \"{id}-mediation\"\nkind = \"mediation\"\n\
+                     name_zh = \"调解室{i}\"\nname_en = \"Mediation room {i}\"\n"
                 ),
             )
             .expect("write site config");

@@ -46,6 +46,7 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("post", "/api/v1/records", Access::Admin),
     // TODO(#6): join tokens for staff and public callers, bound to their rooms.
     ("post", "/api/v1/media/token", Access::Open),
+    ("get", "/api/v1/rooms", Access::Open),
     ("get", "/api/v1/rooms/{id}", Access::Open),
     ("get", "/api/v1/rooms/{id}/qr", Access::Open),
     ("post", "/api/v1/mediation/calls", Access::Open),

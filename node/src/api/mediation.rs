@@ -45,6 +45,7 @@ const CALLS_PER_HOUR: u32 = 10;
 
 pub fn routes() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::new()
+        .routes(routes!(list_rooms))
         .routes(routes!(room_info))
         .routes(routes!(room_qr))
         .routes(routes!(place_call))
@@ -289,6 +290,19 @@ pub struct PublicRoom {
     alternative: Option<RoomInfo>,
 }
 
+/// The rooms of this site and of every other site this node knows of.
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "mediation",
+    responses((status = 200, description = "Rooms, this site's first", body = Vec<RoomInfo>)))]
+async fn list_rooms(State(node): State<Arc<Node>>) -> Json<Vec<RoomInfo>> {
+    let mut rooms = crate::rooms::own_rooms(&node.config);
+    for site in &node.roster.sites {
+        if site.id != node.config.site {
+            rooms.extend(node.views.rooms().of_site(&site.id).iter().cloned());
+        }
+    }
+    Json(rooms)
+}
+
 /// A mediation room: names, whether it is open, the queue.
 #[utoipa::path(get, path = "/api/v1/rooms/{id}", tag = "mediation",
     params(("id" = String, Path, description = "Room id")),
@@ -453,8 +467,9 @@ async fn place_call(
             "a callback needs a phone number",
         ));
     }
+    // A callback request is taken whatever the room's state: it reaches the room by sync.
     let (reachable, staffed) = availability(&node, &room);
-    if !reachable || (!staffed && !req.callback) {
+    if !req.callback && !(reachable && staffed) {
         let reason = if reachable {
             "unstaffed"
         } else {
@@ -610,7 +625,11 @@ fn agreement_view(view: &mediation::Mediation, case: &Case) -> Option<AgreementV
         .iter()
         .map(|c| c.role)
         .collect();
-    let complete = case.parties.iter().all(|p| confirmed.contains(&p.role));
+    // An agreement binds both sides: it is complete when the applicant and the respondent have
+    // confirmed the same version.
+    let complete = [PartyRole::Applicant, PartyRole::Respondent]
+        .iter()
+        .all(|r| confirmed.contains(r));
     Some(AgreementView {
         version: draft.version,
         terms: draft.terms.clone(),

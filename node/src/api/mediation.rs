@@ -469,7 +469,8 @@ async fn place_call(
     }
     // A callback request is taken whatever the room's state: it reaches the room by sync.
     let (reachable, staffed) = availability(&node, &room);
-    if !req.callback && !(reachable && staffed) {
+    let open = reachable && staffed;
+    if !req.callback && !open {
         let reason = if reachable {
             "unstaffed"
         } else {

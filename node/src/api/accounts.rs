@@ -102,6 +102,7 @@ async fn sign_in(
         ));
     }
     let account = node.views.accounts().get(&req.username).cloned();
+    let known = account.is_some();
     let ok = match account.clone() {
         Some(a) if !a.disabled => {
             let hash = a.password_hash;
@@ -117,10 +118,16 @@ async fn sign_in(
             .sign_ins
             .get_or_create(&outcome("failed"))
             .inc();
+        // A name that is no account may be a password typed in the wrong field: not kept.
+        let who = if known {
+            req.username.clone()
+        } else {
+            "unknown".to_owned()
+        };
         audit(
             &node,
             Event {
-                who: req.username.clone(),
+                who,
                 action: "signin_failed".into(),
                 target: None,
                 from,

@@ -10,6 +10,7 @@
 //!   until their issues land.
 
 mod accounts;
+mod agreement;
 mod api;
 mod audit;
 mod auth;

@@ -12,9 +12,12 @@ const TEXT = {
     invite: '邀请对方', category: '纠纷类别', status: '状态', step: '调解过程记录', outcome: '结果',
     save: '保存', terms: '协议条款（每行一条）', draft: '生成协议并请双方签署', end: '结束调解',
     pdf: '下载协议 PDF', confirmed: '已签署：', none: '无', empty: '暂无',
+    categories: { '': '（未选）', consumer: '消费纠纷', accommodation: '住宿纠纷', catering: '餐饮纠纷',
+      transport: '交通运输纠纷', tour_service: '旅游服务合同纠纷', personal_injury: '人身损害赔偿纠纷',
+      property_damage: '财产损害赔偿纠纷', other: '其他纠纷' },
     statuses: { new: '新建', in_mediation: '调解中', agreed: '达成协议', not_agreed: '未达成协议',
       referred: '已移送', closed: '已结案' },
-    errors: { bad_credentials: '用户名或密码错误。', forbidden: '没有权限。',
+    errors: { text_unprintable: '有字符无法打印在协议上，请改写。', bad_credentials: '用户名或密码错误。', forbidden: '没有权限。',
       unauthenticated: '请先登录。', rate_limited: '尝试次数过多，请稍后再试。',
       call_not_waiting: '该来电已被接听或已离开。', no_recording_consent: '当事人未同意录制。',
       network: '网络不稳定，正在重试……' },
@@ -31,9 +34,13 @@ const TEXT = {
     terms: 'Agreement terms (one per line)', draft: 'Draft the agreement for both to sign',
     end: 'End the session', pdf: 'Download the agreement (PDF)', confirmed: 'Signed by: ',
     none: 'nobody', empty: 'nobody waiting',
+    categories: { '': '(not set)', consumer: 'Consumer', accommodation: 'Accommodation',
+      catering: 'Catering', transport: 'Transport', tour_service: 'Tour service',
+      personal_injury: 'Personal injury', property_damage: 'Property damage', other: 'Other' },
     statuses: { new: 'New', in_mediation: 'In mediation', agreed: 'Agreed',
       not_agreed: 'Not agreed', referred: 'Referred', closed: 'Closed' },
-    errors: { bad_credentials: 'Wrong username or password.', forbidden: 'Not allowed.',
+    errors: { text_unprintable: 'Some characters cannot be printed in the agreement; rewrite them.',
+      bad_credentials: 'Wrong username or password.', forbidden: 'Not allowed.',
       unauthenticated: 'Please sign in.', rate_limited: 'Too many attempts; wait a while.',
       call_not_waiting: 'That call was taken or left.',
       no_recording_consent: 'The caller did not consent to a recording.',
@@ -76,6 +83,7 @@ function applyLang() {
     el.placeholder = t(el.dataset.i18nPlaceholder);
   }
   for (const o of $('status').options) o.textContent = TEXT[lang].statuses[o.value];
+  for (const o of $('category').options) o.textContent = TEXT[lang].categories[o.value];
   for (const b of document.querySelectorAll('[data-lang]')) {
     b.setAttribute('aria-pressed', String(b.dataset.lang === lang));
   }

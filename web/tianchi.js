@@ -30,7 +30,7 @@ const TEXT = {
       other_party_missing: '请填写对方。', amount_invalid: '金额无效。',
       phone_invalid: '手机号码无效。', phone_required: '请求回电需要手机号码。',
       rate_limited: '请求过于频繁，请稍后再试。', not_found: '找不到该调解室，请重新扫码。',
-      name_missing: '请输入姓名。', signature_invalid: '请在签名框内签名。',
+      name_missing: '请输入姓名。', name_unprintable: '姓名中有无法打印的字符，请改写。', signature_invalid: '请在签名框内签名。',
       agreement_changed: '协议已更新，请重新阅读。', room_unstaffed: '该调解室目前无人值守。',
       room_unreachable: '目前无法连接该调解室。', bad_call_token: '本次通话已失效，请重新开始。',
       network: '网络不稳定，正在重试……',
@@ -66,7 +66,8 @@ const TEXT = {
       phone_required: 'A callback needs a phone number.',
       rate_limited: 'Too many requests; please try again later.',
       not_found: 'This room was not found; please scan the signboard again.',
-      name_missing: 'Please type your name.', signature_invalid: 'Please sign in the box.',
+      name_missing: 'Please type your name.',
+      name_unprintable: 'Your name has characters the agreement cannot print; please rewrite it.', signature_invalid: 'Please sign in the box.',
       agreement_changed: 'The agreement changed; please read it again.',
       room_unstaffed: 'No mediator is on duty in this room.',
       room_unreachable: 'This room cannot be reached right now.',
@@ -101,7 +102,7 @@ const TEXT = {
       phone_invalid: '전화번호가 올바르지 않습니다.', phone_required: '회신 전화에는 전화번호가 필요합니다.',
       rate_limited: '요청이 너무 많습니다. 잠시 후 다시 시도하세요.',
       not_found: '조정실을 찾을 수 없습니다. 다시 스캔해 주세요.',
-      name_missing: '성함을 입력하세요.', signature_invalid: '서명란에 서명해 주세요.',
+      name_missing: '성함을 입력하세요.', name_unprintable: '합의서에 인쇄할 수 없는 문자가 있습니다. 다시 입력하세요.', signature_invalid: '서명란에 서명해 주세요.',
       agreement_changed: '합의서가 변경되었습니다. 다시 읽어 주세요.',
       room_unstaffed: '이 조정실은 지금 비어 있습니다.',
       room_unreachable: '지금 이 조정실에 연결할 수 없습니다.',
@@ -283,11 +284,21 @@ function renderCall() {
 }
 
 function renderAgreement(a) {
-  const items = a.terms.map((term) => {
-    const li = document.createElement('li');
-    li.textContent = term;
-    return li;
-  });
+  // The whole agreement as it will be printed, when the node sends it; else the terms.
+  const doc = a.document;
+  const items = doc
+    ? [doc.title, doc.number, doc.notice, ...doc.sections.flatMap((s) => [s.heading, ...s.paragraphs])]
+      .filter(Boolean)
+      .map((text) => {
+        const p = document.createElement('p');
+        p.textContent = text;
+        return p;
+      })
+    : a.terms.map((term) => {
+      const li = document.createElement('li');
+      li.textContent = term;
+      return li;
+    });
   $('terms').replaceChildren(...items);
   const mine = a.confirmed.includes(state.view.role);
   $('sign').hidden = mine;

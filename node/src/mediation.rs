@@ -300,6 +300,8 @@ pub struct AgreementDraft {
     pub version: u32,
     pub terms: Vec<String>,
     pub by: String,
+    /// When it was drawn up (the agreement's date), ms since the Unix epoch.
+    pub created_ms: u64,
 }
 
 /// The payload of a `mediation.confirm` record.
@@ -312,6 +314,8 @@ pub struct Confirmation {
     pub name: String,
     /// The drawn signature, PNG, base64.
     pub signature_png: String,
+    /// When the party confirmed, ms since the Unix epoch.
+    pub signed_ms: u64,
 }
 
 /// The payload of a `mediation.presence` record.

@@ -83,6 +83,11 @@ const MATRIX: &[(&str, &str, Access)] = &[
         Access::Mediator,
     ),
     (
+        "get",
+        "/api/v1/mediation/cases/{case}/agreement.pdf",
+        Access::Mediator,
+    ),
+    (
         "post",
         "/api/v1/mediation/cases/{case}/end",
         Access::Mediator,

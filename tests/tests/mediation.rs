@@ -286,7 +286,7 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
     patch(json!({ "place": { "role": "respondent", "place": "main" } }));
     let (status, _) = patch(json!({
         "recording": true,
-        "category": "交通",
+        "category": "transport",
         "parties": [{ "role": "respondent", "name": "王师傅", "phone": null }],
         "step": "双方陈述",
     }));
@@ -324,6 +324,11 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
     );
     let (status, body) = confirm(caller, " ", signature());
     assert_eq!((status, body["code"].as_str()), (400, Some("name_missing")));
+    let (status, body) = confirm(caller, "😀", signature());
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("name_unprintable"))
+    );
     assert_eq!(confirm(caller, "김철수", signature()).0, 204);
     let (_, view) = get(
         scenic,
@@ -382,6 +387,41 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
         Some(&zhao),
     );
     assert_eq!(v["case"]["parties"][1]["name"], "王师傅");
+
+    // The signed agreement prints at the bureau as at the scenic room: the same document, made
+    // from the same signed records, with both names in it.
+    let pdf_at = |web: SocketAddr, token: &str| {
+        let r = client()
+            .get(format!(
+                "http://{web}/api/v1/mediation/cases/{case_id}/agreement.pdf"
+            ))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.bytes().unwrap().to_vec()
+    };
+    let at_bureau = pdf_at(bureau, &zhao);
+    assert!(at_bureau.starts_with(b"%PDF-"));
+    assert_eq!(
+        at_bureau,
+        pdf_at(scenic, &li),
+        "the bureau's PDF differs from the room's"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &at_bureau).unwrap();
+    let text = std::process::Command::new("pdftotext")
+        .arg(file.path())
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils, installed by tests/run)");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for needle in ["人民调解协议书", "김철수", "王师傅", "司机退还多收车费"] {
+        assert!(
+            text.contains(needle),
+            "`{needle}` is not in the PDF:\n{text}"
+        );
+    }
 
     // Another scenic room holds only the headers of scenic-2's mediation records.
     let s3 = web("scenic-3");

@@ -46,14 +46,13 @@ mod template;
 #[cfg(test)]
 mod tests;
 
-// The API the mediation flow (#6) calls; until it lands only the tests use it.
-#[allow(unused_imports)]
+// The API the mediation flow calls.
 pub use {
     error::Error,
     model::{Agreement, Category, Lang, Party, Role, TEMPLATE_VERSION},
     money::Cny,
     render::render_pdf,
-    template::{AgreementText, Section, SignatureLine, text},
+    template::{AgreementText, text},
 };
 
 /// Checks that `text` can be printed in an agreement: no control characters and every character
@@ -61,8 +60,6 @@ pub use {
 ///
 /// The form of the mediation flow calls this as a party types, so that a name the font cannot
 /// print is caught before anyone signs.
-// Used by the mediation flow (#6).
-#[allow(dead_code)]
 pub fn check_text(field: &str, text: &str) -> Result<(), Error> {
     model::check_chars(field, text)
 }

@@ -55,8 +55,6 @@ impl FromStr for Lang {
 }
 
 /// A party's side in the dispute.
-// Used by the mediation flow (#6), which constructs the variants.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -88,8 +86,6 @@ impl fmt::Display for Role {
 }
 
 /// The kind of dispute, as the tourist mediation rooms sort them.
-// Used by the mediation flow (#6), which constructs the variants.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
@@ -154,8 +150,6 @@ pub struct Party {
 
 impl Party {
     /// A party that has not signed yet.
-    // Used by the mediation flow (#6).
-    #[allow(dead_code)]
     pub fn new(role: Role, name: impl Into<String>) -> Party {
         Party {
             role,
@@ -205,8 +199,6 @@ pub struct Agreement {
 impl Agreement {
     /// Records party `index`'s drawn signature (PNG bytes) at `at_ms`. The image is checked
     /// (a PNG, within size limits, not blank) before anything is changed.
-    // Used by the mediation flow (#6).
-    #[allow(dead_code)]
     pub fn sign(&mut self, index: usize, png: Vec<u8>, at_ms: u64) -> Result<(), Error> {
         let party = self.parties.get(index).ok_or(Error::TooMany {
             what: "parties for that signature",
@@ -222,8 +214,6 @@ impl Agreement {
     }
 
     /// Whether every party has signed.
-    // Used by the mediation flow (#6).
-    #[allow(dead_code)]
     pub fn is_signed(&self) -> bool {
         !self.parties.is_empty() && self.parties.iter().all(|p| p.signed_ms.is_some())
     }

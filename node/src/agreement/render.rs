@@ -60,8 +60,6 @@ const GREY: (u8, u8, u8) = (96, 96, 96);
 /// Fails with a clear [`Error`] on anything the agreement lacks or a signature image that is
 /// not usable (see [`Agreement::check`]); an agreement that is not signed yet renders as a
 /// draft with empty signature lines.
-// Used by the mediation flow (#6).
-#[allow(dead_code)]
 pub fn render_pdf(agreement: &Agreement, lang: Lang) -> Result<Vec<u8>, Error> {
     agreement.check()?;
     let signatures = agreement

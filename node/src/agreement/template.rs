@@ -78,8 +78,6 @@ pub const HEADINGS_EN: [&str; 6] = [
 
 /// Draws up the text of `agreement` in `lang`. The agreement is not checked here:
 /// [`super::render_pdf`] checks it, and a form may want a draft before every field is filled.
-// Used by the mediation flow (#6).
-#[allow(dead_code)]
 pub fn text(agreement: &Agreement, lang: Lang) -> AgreementText {
     match lang {
         Lang::Zh => zh(agreement),

@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::accounts::Role;
+use crate::agreement::{self, Agreement, AgreementText};
 use crate::api::problem::{Body, Problem};
 use crate::audit::{self, Event};
 use crate::auth::{ClientAddr, Mediator, Staff, token_of};
@@ -59,6 +60,7 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
         .routes(routes!(invite))
         .routes(routes!(join_session))
         .routes(routes!(draft_agreement))
+        .routes(routes!(agreement_pdf))
         .routes(routes!(end_session))
 }
 
@@ -597,6 +599,10 @@ pub struct SessionView {
 pub struct AgreementView {
     version: u32,
     terms: Vec<String>,
+    /// The whole text as the PDF prints it (Chinese; English for callers who chose English
+    /// or Korean, with a note that the Chinese text prevails).
+    #[schema(value_type = Object)]
+    document: Option<AgreementText>,
     /// Roles that have confirmed this version.
     confirmed: Vec<PartyRole>,
     /// All parties have confirmed: the signed agreement is kept with the case.
@@ -619,8 +625,21 @@ pub struct CallView {
     agreement: Option<AgreementView>,
 }
 
-fn agreement_view(view: &mediation::Mediation, case: &Case) -> Option<AgreementView> {
+fn agreement_view(
+    node: &Node,
+    view: &mediation::Mediation,
+    case: &Case,
+    lang: agreement::Lang,
+) -> Option<AgreementView> {
     let draft = view.draft(&case.case)?;
+    let confirmations: Vec<Confirmation> = view
+        .confirmations(&case.case)
+        .into_iter()
+        .cloned()
+        .collect();
+    let document = agreement_of(node, case, draft, &confirmations, false)
+        .ok()
+        .map(|a| agreement::text(&a, lang));
     let confirmed: Vec<PartyRole> = view
         .confirmations(&case.case)
         .iter()
@@ -634,6 +653,7 @@ fn agreement_view(view: &mediation::Mediation, case: &Case) -> Option<AgreementV
     Some(AgreementView {
         version: draft.version,
         terms: draft.terms.clone(),
+        document,
         confirmed,
         complete,
     })
@@ -695,7 +715,13 @@ async fn call_status(
         position,
         expected_wait_s: position.map_or(0, |p| view.expected_wait(p, mediators)),
         session,
-        agreement: case.as_ref().and_then(|c| agreement_view(&view, c)),
+        agreement: case.as_ref().and_then(|c| {
+            let lang = match call.record.lang {
+                Lang::Zh => agreement::Lang::Zh,
+                Lang::En | Lang::Ko => agreement::Lang::En,
+            };
+            agreement_view(&node, &view, c, lang)
+        }),
     }))
 }
 
@@ -774,6 +800,8 @@ async fn confirm_agreement(
             "type your full name to confirm",
         ));
     }
+    agreement::check_text("your name", name)
+        .map_err(|e| Problem::bad_request("name_unprintable", e.to_string()))?;
     let b64 = req
         .signature_png
         .strip_prefix("data:image/png;base64,")
@@ -817,7 +845,24 @@ async fn confirm_agreement(
         role: caller.role,
         name: name.to_owned(),
         signature_png: base64::engine::general_purpose::STANDARD.encode(&png),
+        signed_ms: wall_ms(),
     };
+    // The confirmation must print: the name in the agreement font, the signature a real one.
+    {
+        let view = node.views.mediation();
+        let draft = view
+            .draft(&case.case)
+            .cloned()
+            .ok_or_else(|| Problem::not_found("no agreement to confirm"))?;
+        drop(view);
+        agreement_of(
+            &node,
+            &case,
+            &draft,
+            std::slice::from_ref(&confirmation),
+            true,
+        )?;
+    }
     write(&node, &scope, mediation::KIND_CONFIRM, &confirmation).await?;
     audit_event(
         &node,
@@ -954,7 +999,7 @@ fn case_view(node: &Node, case: Case) -> CaseView {
         .as_deref()
         .and_then(|c| view.call(c))
         .map(|c| c.record.form.clone());
-    let agreement = agreement_view(&view, &case);
+    let agreement = agreement_view(node, &view, &case, agreement::Lang::Zh);
     CaseView {
         case,
         form,
@@ -1403,9 +1448,156 @@ async fn draft_agreement(
         version,
         terms,
         by: staff.account.username.clone(),
+        created_ms: wall_ms(),
     };
+    // The draft must print: the same checks the signed agreement will pass, but signatures.
+    agreement_of(&node, &case, &draft, &[], false)?;
     write(&node, &case.scope, mediation::KIND_AGREEMENT, &draft).await?;
     Ok((StatusCode::CREATED, Json(case_view(&node, case))).into_response())
+}
+
+/// Builds the printable agreement of `case` from its draft and the confirmations given (the
+/// newest of each role). With `images`, the drawn signatures are decoded and checked too.
+fn agreement_of(
+    node: &Node,
+    case: &Case,
+    draft: &AgreementDraft,
+    confirmations: &[Confirmation],
+    images: bool,
+) -> Result<Agreement, Problem> {
+    let bad = |code: &'static str, e: agreement::Error| Problem::bad_request(code, e.to_string());
+    let site = node.roster.site(&case.site);
+    let own = crate::rooms::own_rooms(&node.config);
+    let dir = node.views.rooms();
+    let room = own
+        .iter()
+        .chain(dir.of_site(&case.site))
+        .find(|r| r.id == case.room);
+    let mediator_name = node
+        .views
+        .accounts()
+        .get(&case.mediator)
+        .map_or_else(|| case.mediator.clone(), |a| a.display_name.clone());
+    let category = serde_json::from_value(serde_json::Value::String(case.category.clone()))
+        .unwrap_or(agreement::Category::Other);
+    let mut parties = Vec::new();
+    for role in [PartyRole::Applicant, PartyRole::Respondent] {
+        let confirmed = confirmations.iter().rev().find(|c| c.role == role);
+        let name = confirmed
+            .map(|c| c.name.clone())
+            .or_else(|| case.party(role).map(|p| p.name.clone()))
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "—".to_owned());
+        let role = match role {
+            PartyRole::Applicant => agreement::Role::Applicant,
+            PartyRole::Respondent => agreement::Role::Respondent,
+        };
+        parties.push((agreement::Party::new(role, name), confirmed));
+    }
+    let mut a = Agreement {
+        template_version: agreement::TEMPLATE_VERSION,
+        case_id: case.case.clone(),
+        case_number: case.number.clone(),
+        site_name_zh: site.map_or_else(|| case.site.clone(), |s| s.name_zh.clone()),
+        site_name_en: site.map_or_else(|| case.site.clone(), |s| s.name_en.clone()),
+        room_name_zh: room.map_or_else(|| case.room.clone(), |r| r.name_zh.clone()),
+        room_name_en: room.map_or_else(|| case.room.clone(), |r| r.name_en.clone()),
+        mediator_name,
+        created_ms: draft.created_ms,
+        category,
+        claim: if case.claim.trim().is_empty() {
+            "—".to_owned()
+        } else {
+            case.claim.clone()
+        },
+        amount: case
+            .amount_cny
+            .map(|y| agreement::Cny((y * 100.0).round() as u64)),
+        terms: draft.terms.clone(),
+        parties: parties.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    for (i, (_, confirmed)) in parties.iter().enumerate() {
+        let Some(c) = confirmed else { continue };
+        if images {
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(&c.signature_png)
+                .map_err(|_| {
+                    Problem::bad_request("signature_invalid", "the signature is not base64")
+                })?;
+            a.sign(i, png, c.signed_ms)
+                .map_err(|e| bad("signature_invalid", e))?;
+        }
+    }
+    a.check().map_err(|e| match e {
+        agreement::Error::UnsupportedChars { .. } => bad("text_unprintable", e),
+        other => bad("agreement_invalid", other),
+    })?;
+    Ok(a)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PdfQuery {
+    /// `zh` (default, the agreement) or `en` (a translation for reference).
+    lang: Option<String>,
+}
+
+/// The signed agreement as a PDF. It is made from the signed records, so every node that holds
+/// the case (its site, the bureau, the hub) gives the same document. Every export is audited.
+#[utoipa::path(get, path = "/api/v1/mediation/cases/{case}/agreement.pdf", tag = "mediation",
+    params(("case" = String, Path, description = "Case id"), PdfQuery),
+    responses(
+        (status = 200, description = "The PDF", content_type = "application/pdf"),
+        (status = 403, description = "Not a mediator of the case's site"),
+        (status = 409, description = "Not signed by both parties yet"),
+    ))]
+async fn agreement_pdf(
+    State(node): State<Arc<Node>>,
+    Mediator(staff): Mediator,
+    from: ClientAddr,
+    Path(id): Path<String>,
+    Query(q): Query<PdfQuery>,
+) -> Result<Response, Problem> {
+    let lang: agreement::Lang = q
+        .lang
+        .as_deref()
+        .unwrap_or("zh")
+        .parse()
+        .map_err(|e: String| Problem::bad_request("bad_lang", e))?;
+    let case = case_for(&node, &staff, &id)?;
+    let (draft, confirmations) = {
+        let view = node.views.mediation();
+        let draft = view.draft(&id).cloned();
+        let confirmations: Vec<Confirmation> =
+            view.confirmations(&id).into_iter().cloned().collect();
+        (draft, confirmations)
+    };
+    let unsigned = || {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "agreement_unsigned",
+            "both parties must confirm the agreement before it is printed",
+        )
+    };
+    let draft = draft.ok_or_else(unsigned)?;
+    let a = agreement_of(&node, &case, &draft, &confirmations, true)?;
+    if !a.is_signed() {
+        return Err(unsigned());
+    }
+    audit_event(&node, &staff.account.username, "export", &id, from).await;
+    let pdf = tokio::task::spawn_blocking(move || agreement::render_pdf(&a, lang))
+        .await
+        .map_err(|e| Problem::internal("cannot render the agreement", e))?
+        .map_err(|e| Problem::internal("cannot render the agreement", e))?;
+    let disposition = format!("attachment; filename=\"agreement-{}.pdf\"", case.number);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        pdf,
+    )
+        .into_response())
 }
 
 /// Ends the session: the call is done; the case keeps its status.

@@ -64,6 +64,11 @@ enum Cmd {
         /// The first port; each site takes ten from here.
         #[arg(long, default_value_t = 8000)]
         base_port: u16,
+        /// Emulate a mountain link between the matching sites and the rest, such as
+        /// `scenic-*=256kbit,300ms,2%` (rate, RTT, loss; also `jitter=Nms`, `mtu=N`, `down`).
+        /// Repeatable; a later flag overrides an earlier one for the sites both match.
+        #[arg(long = "link", value_name = "SITES=SPEC")]
+        links: Vec<String>,
     },
 }
 
@@ -86,7 +91,11 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { paths } => config::check_paths(&paths)
             .map(|n| println!("{n} file(s) checked, no error"))
             .map_err(Error::Config),
-        Cmd::Demo { dir, base_port } => demo::demo(dir, base_port),
+        Cmd::Demo {
+            dir,
+            base_port,
+            links,
+        } => demo::demo(dir, base_port, &links),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -186,6 +186,8 @@ pub fn in_process_node(
             redial_max: Duration::from_secs(2),
             ..Timing::default()
         },
+        mdns: false,
+        relay: Default::default(),
         fault,
     };
     let (mesh, _task) = runtime.block_on(start(cfg)).expect("start mesh");

@@ -323,6 +323,9 @@ fn dial_addrs(host: &str, port: u16) -> Vec<Multiaddr> {
     ]
 }
 
+/// First delay before asking the hub again for a refused reservation; doubles up to 60 s.
+const RESERVE_RETRY_MIN: Duration = Duration::from_secs(2);
+
 /// Most LAN addresses remembered per peer from mDNS.
 const MAX_MDNS_ADDRS: usize = 8;
 
@@ -583,6 +586,12 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
         // A hub has no "confirmed external address" for libp2p to find; it serves regardless.
         r.set_status(Some(relay::Status::Enable));
     }
+    if is_hub && let Some(me_site) = cfg.roster.site(&cfg.site) {
+        // Reservations name the relay's addresses: the roster's, which is how sites reach it.
+        for a in dial_addrs(&me_site.mesh.host, me_site.mesh.port) {
+            swarm.add_external_address(a);
+        }
+    }
     if let Ok(mut st) = shared.relay.write() {
         st.role = if is_hub {
             "server"
@@ -611,6 +620,8 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
         announce_due: true,
         hub,
         relay_listener: None,
+        reserve_at: Instant::now(),
+        reserve_backoff: RESERVE_RETRY_MIN,
         dials: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(cmd_rx));
@@ -634,6 +645,9 @@ struct Driver {
     hub: Option<(PeerId, Multiaddr)>,
     /// Our listener on a circuit address through the hub, while the reservation is wanted.
     relay_listener: Option<ListenerId>,
+    /// When to ask the hub for a reservation again after a refusal, and the next delay.
+    reserve_at: Instant,
+    reserve_backoff: Duration,
     /// Dials under way: to whom, and whether through the relay.
     dials: HashMap<ConnectionId, (PeerId, bool)>,
 }
@@ -844,7 +858,7 @@ impl Driver {
             return;
         };
         let hub_up = self.redials.get(&hub).is_some_and(|h| h.direct() > 0);
-        if self.relay_listener.is_some() || !hub_up {
+        if self.relay_listener.is_some() || !hub_up || Instant::now() < self.reserve_at {
             return;
         }
         match self.swarm.listen_on(circuit_addr(&hub_addr, hub, None)) {
@@ -1034,6 +1048,7 @@ impl Driver {
                 address,
             } if Some(listener_id) == self.relay_listener => {
                 info!(%address, "reachable through the hub relay");
+                self.reserve_backoff = RESERVE_RETRY_MIN;
                 if let Ok(mut st) = self.shared.relay.write() {
                     st.reserved = true;
                 }
@@ -1043,8 +1058,12 @@ impl Driver {
                 reason,
                 ..
             } if Some(listener_id) == self.relay_listener => {
-                debug!(reason = ?reason.err().map(|e| e.to_string()), "hub relay reservation ended");
+                let reason = reason.err().map(|e| e.to_string());
+                debug!(reason = ?reason, "hub relay reservation ended");
                 self.relay_listener = None;
+                let jitter = rand::thread_rng().gen_range(0.75..1.25);
+                self.reserve_at = Instant::now() + self.reserve_backoff.mul_f64(jitter);
+                self.reserve_backoff = (self.reserve_backoff * 2).min(Duration::from_secs(60));
                 if let Ok(mut st) = self.shared.relay.write() {
                     st.reserved = false;
                 }

@@ -26,7 +26,7 @@ use crate::hlc::{Hlc, HlcTime};
 use crate::log::{Draft, Entry, Hash, Refusal, ZERO_HASH};
 use crate::roster::Roster;
 use crate::store::{Head, Store};
-use crate::sync::{Admission, admit};
+use crate::sync::{Admission, admit, admit_verified};
 use crate::vv::VersionVector;
 
 /// Wall clock in ms since the Unix epoch.
@@ -350,6 +350,14 @@ impl Shared {
             });
         };
         let member = self.roster.site_by_peer(&origin).is_some();
+        // Signatures first, without the writer lock: they need no log state, and an Ed25519
+        // check costs far more than everything else here (appends wait for that lock).
+        let mut entries = entries;
+        let mut bad_signature = None;
+        if member && let Some(bad) = entries.iter().position(|e| e.check_signature().is_err()) {
+            bad_signature = Some((Refusal::BadSignature, entries[bad].seq));
+            entries.truncate(bad);
+        }
         let up_to = {
             let mut w = self.writer.lock().map_err(|_| poisoned())?;
             let mut head = w.heads.get(&origin).map(|h| (h.seq, h.hash));
@@ -363,7 +371,12 @@ impl Shared {
                         .flatten()
                         .map(|e| e.hash())
                 };
-                match admit(e, member, head, held, &self.my_scopes) {
+                let admitted = if member {
+                    admit_verified(e, head, held, &self.my_scopes)
+                } else {
+                    admit(e, member, head, held, &self.my_scopes)
+                };
+                match admitted {
                     Ok(Admission::Duplicate) => {}
                     Ok(Admission::Store(e)) => {
                         head = Some((e.seq, e.hash()));
@@ -383,6 +396,10 @@ impl Shared {
                         break;
                     }
                 }
+            }
+            // A bad signature stops the batch where it is, unless something earlier did.
+            if refused.is_none() {
+                refused = bad_signature;
             }
             self.store.log_insert(&stored)?;
             if let (Some((seq, hash)), Some(hlc)) = (head, last_hlc) {

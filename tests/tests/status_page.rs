@@ -86,7 +86,7 @@ async fn browse(c: &fantoccini::Client, web: std::net::SocketAddr) -> Result<()>
         let en = wait_text(c, row, "direct").await?;
         assert!(en.contains("none"), "{en}");
         wait_text(
-            &c,
+            c,
             "#mesh-summary",
             "can reach this one through the hub relay",
         )

@@ -109,7 +109,12 @@ fn writer(
             let scope = format!("correction/{site}");
             (scope, json!({ "id": id, "person": MARKER, "checkin": n }))
         } else {
-            let scope = if n.is_multiple_of(2) { "mediation" } else { "public" }.to_owned();
+            let scope = if n.is_multiple_of(2) {
+                "mediation"
+            } else {
+                "public"
+            }
+            .to_owned();
             (
                 scope,
                 json!({ "id": id, "case": n, "note": "现场调解记录" }),

@@ -7,7 +7,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = Entry::decode(data) {
-        assert_eq!(e.encode(), data, "a decoded entry re-encodes to other bytes");
+        assert_eq!(
+            e.encode(),
+            data,
+            "a decoded entry re-encodes to other bytes"
+        );
         let _ = e.check_signature();
         let _ = e.check_follows(None);
         let w = e.withheld();

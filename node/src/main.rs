@@ -4,10 +4,9 @@
 //!
 //! # Limitations
 //!
-//! - The node serves its status page, probes, metrics and site API only; the mesh (#3), media
-//!   (#4, #5) and applications (#6, #7) are still to come.
-//! - Only the web listener is bound; the mesh, media and rtc addresses are validated but unused
-//!   until their issues land.
+//! - The applications (#6, #7) and the media relay between sites (#5) are still to come; the
+//!   `media` address is validated but unused until then.
+//! - `huiyan demo --link` emulates the mesh (sync) traffic of the linked sites only, not media.
 
 mod api;
 mod config;

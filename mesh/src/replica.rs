@@ -26,7 +26,7 @@ use crate::hlc::{Hlc, HlcTime};
 use crate::log::{Draft, Entry, Hash, Refusal, ZERO_HASH};
 use crate::roster::Roster;
 use crate::store::{Head, Store};
-use crate::sync::{Admission, admit};
+use crate::sync::{Admission, admit, admit_verified};
 use crate::vv::VersionVector;
 
 /// Wall clock in ms since the Unix epoch.
@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     pub lag_entries: Family<PeerLabel, Gauge>,
     pub lag_seconds: Family<PeerLabel, Gauge<f64, AtomicU64>>,
     pub connected_peers: Gauge,
+    pub relayed_peers: Gauge,
+    pub mdns_ignored: Counter,
     pub appended: Counter,
     pub applied: Counter,
 }
@@ -107,12 +109,23 @@ pub struct PeerSyncStatus {
     pub peer_id: String,
     /// A connection is open now.
     pub connected: bool,
+    /// How: `direct`, or `relayed` through the hub; absent when not connected.
+    pub connection: Option<&'static str>,
     /// Entries the peer holds that we lack.
     pub lag_entries: u64,
     /// Seconds we have been behind the peer.
     pub lag_seconds: f64,
     /// Last sync error with the peer.
     pub last_error: Option<String>,
+}
+
+/// This node's part in the hub relay, for `/api/v1/sync`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RelayStatus {
+    /// `server` on the hub, `client` on a site that can reach a hub, `none` otherwise.
+    pub role: &'static str,
+    /// A client holds a reservation at the hub: peers that cannot dial it reach it there.
+    pub reserved: bool,
 }
 
 /// One origin of the version vector.
@@ -144,6 +157,8 @@ pub struct SyncStatus {
     pub log_bytes: u64,
     /// Every roster peer.
     pub peers: Vec<PeerSyncStatus>,
+    /// The hub relay as this node sees it.
+    pub relay: RelayStatus,
     /// Entries refused, by reason.
     pub refused: BTreeMap<String, u64>,
 }
@@ -153,6 +168,8 @@ pub struct SyncStatus {
 pub(crate) enum Command {
     /// The local log grew; announce it.
     Appended,
+    /// Peers found on the LAN (by mDNS, or by a test standing in for it).
+    Discovered(Vec<(PeerId, libp2p::Multiaddr)>),
     /// Stop the swarm task.
     Shutdown,
 }
@@ -167,6 +184,9 @@ pub(crate) struct Shared {
     pub writer: Mutex<Writer>,
     pub durable: RwLock<VersionVector>,
     pub peers: RwLock<Vec<crate::sync::PeerStatus>>,
+    /// Connected roster peers: `true` when reached only through the relay.
+    pub links: RwLock<BTreeMap<PeerId, bool>>,
+    pub relay: RwLock<RelayStatus>,
     pub refused: Mutex<BTreeMap<Refusal, u64>>,
     pub metrics: Metrics,
     pub cmd: mpsc::Sender<Command>,
@@ -235,6 +255,11 @@ impl Shared {
             }),
             durable: RwLock::new(durable),
             peers: RwLock::new(Vec::new()),
+            links: RwLock::new(BTreeMap::new()),
+            relay: RwLock::new(RelayStatus {
+                role: "none",
+                reserved: false,
+            }),
             refused: Mutex::new(BTreeMap::new()),
             metrics,
             cmd,
@@ -330,6 +355,14 @@ impl Shared {
             });
         };
         let member = self.roster.site_by_peer(&origin).is_some();
+        // Signatures first, without the writer lock: they need no log state, and an Ed25519
+        // check costs far more than everything else here (appends wait for that lock).
+        let mut entries = entries;
+        let mut bad_signature = None;
+        if member && let Some(bad) = entries.iter().position(|e| e.check_signature().is_err()) {
+            bad_signature = Some((Refusal::BadSignature, entries[bad].seq));
+            entries.truncate(bad);
+        }
         let up_to = {
             let mut w = self.writer.lock().map_err(|_| poisoned())?;
             let mut head = w.heads.get(&origin).map(|h| (h.seq, h.hash));
@@ -343,7 +376,12 @@ impl Shared {
                         .flatten()
                         .map(|e| e.hash())
                 };
-                match admit(e, member, head, held, &self.my_scopes) {
+                let admitted = if member {
+                    admit_verified(e, head, held, &self.my_scopes)
+                } else {
+                    admit(e, member, head, held, &self.my_scopes)
+                };
+                match admitted {
                     Ok(Admission::Duplicate) => {}
                     Ok(Admission::Store(e)) => {
                         head = Some((e.seq, e.hash()));
@@ -363,6 +401,10 @@ impl Shared {
                         break;
                     }
                 }
+            }
+            // A bad signature stops the batch where it is, unless something earlier did.
+            if refused.is_none() {
+                refused = bad_signature;
             }
             self.store.log_insert(&stored)?;
             if let (Some((seq, hash)), Some(hlc)) = (head, last_hlc) {
@@ -553,6 +595,7 @@ impl Mesh {
         }
         let digest = hex(&sha2::Digest::finalize(digest));
         let known = s.peers.read().map(|p| p.clone()).unwrap_or_default();
+        let links = s.links.read().map(|l| l.clone()).unwrap_or_default();
         let peers = s
             .roster
             .sites
@@ -565,6 +608,9 @@ impl Mesh {
                     site: site.id.clone(),
                     peer_id: pid.to_base58(),
                     connected: k.is_some_and(|k| k.connected),
+                    connection: links
+                        .get(&pid)
+                        .map(|relayed| if *relayed { "relayed" } else { "direct" }),
                     lag_entries: k.map_or(0, |k| k.lag_entries),
                     lag_seconds: k.map_or(0.0, |k| k.lag_seconds),
                     last_error: k.and_then(|k| k.last_error.clone()),
@@ -592,6 +638,7 @@ impl Mesh {
             entries,
             log_bytes,
             peers,
+            relay: s.relay.read().map(|r| r.clone()).unwrap_or_default(),
             refused,
         })
     }
@@ -631,6 +678,16 @@ impl Mesh {
             m.connected_peers.clone(),
         );
         r.register(
+            "relayed_peers",
+            "Roster peers reached only through the hub relay",
+            m.relayed_peers.clone(),
+        );
+        r.register(
+            "mdns_ignored",
+            "Peers found by mDNS that are not in the roster (ignored)",
+            m.mdns_ignored.clone(),
+        );
+        r.register(
             "appended",
             "Records appended to this site's log",
             m.appended.clone(),
@@ -645,6 +702,14 @@ impl Mesh {
     /// Stops the swarm task (the store stays open).
     pub async fn shutdown(&self) {
         let _ = self.shared.cmd.send(Command::Shutdown).await;
+    }
+
+    /// Hands the swarm peers as if mDNS had found them on the LAN: roster peers get the
+    /// address and are dialled, others are ignored. For tests: mDNS itself never runs on
+    /// loopback.
+    #[doc(hidden)]
+    pub async fn inject_discovery(&self, found: Vec<(PeerId, libp2p::Multiaddr)>) {
+        let _ = self.shared.cmd.send(Command::Discovered(found)).await;
     }
 
     /// Current clock of this node (for tests and diagnostics).

@@ -53,11 +53,11 @@ pub enum Error {
         addr: SocketAddr,
         reason: String,
     },
-    #[error("{0}")]
-    Runtime(String),
-    /// A command was given something it cannot use; the message says what to give instead.
+    /// A command-line argument is wrong; the message says which and how to write it.
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl Error {

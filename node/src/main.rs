@@ -4,10 +4,9 @@
 //!
 //! # Limitations
 //!
-//! - The node serves its status page, probes, metrics and site API only; the mesh (#3), media
-//!   (#4, #5) and applications (#6, #7) are still to come.
-//! - Only the web listener is bound; the mesh, media and rtc addresses are validated but unused
-//!   until their issues land.
+//! - The hotline (#7) and the media relay between sites (#5) are still to come; the `media`
+//!   address is validated but unused until then. Mediation (#6) records no WebM yet.
+//! - `huiyan demo --link` emulates the mesh (sync) traffic of the linked sites only, not media.
 
 mod accounts;
 mod agreement;
@@ -78,6 +77,11 @@ enum Cmd {
         /// The first port; each site takes ten from here.
         #[arg(long, default_value_t = 8000)]
         base_port: u16,
+        /// Emulate a mountain link between the matching sites and the rest, such as
+        /// `scenic-*=256kbit,300ms,2%` (rate, RTT, loss; also `jitter=Nms`, `mtu=N`, `down`).
+        /// Repeatable; a later flag overrides an earlier one for the sites both match.
+        #[arg(long = "link", value_name = "SITES=SPEC")]
+        links: Vec<String>,
     },
 }
 
@@ -156,7 +160,11 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { paths } => config::check_paths(&paths)
             .map(|n| println!("{n} file(s) checked, no error"))
             .map_err(Error::Config),
-        Cmd::Demo { dir, base_port } => demo::demo(dir, base_port),
+        Cmd::Demo {
+            dir,
+            base_port,
+            links,
+        } => demo::demo(dir, base_port, &links),
         Cmd::User {
             command:
                 UserCmd::Add {

@@ -14,7 +14,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use huiyan_mesh::identity;
 use huiyan_mesh::replica::Mesh;
 use huiyan_mesh::store::Store;
-use huiyan_mesh::swarm::{Fault, MeshConfig, Timing};
+use huiyan_mesh::swarm::{Fault, MeshConfig, RelayLimits, Timing};
 use huiyan_mesh::sync::SyncConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{Instrument, error, info, warn};
@@ -217,6 +217,9 @@ async fn start_mesh(node: &Arc<Node>, key: identity::Keypair) -> Result<Mesh, Er
         listen: node.config.listen.mesh,
         sync: SyncConfig::default(),
         timing: Timing::default(),
+        // No LAN to discover on loopback (tests, the demo); see `MeshConfig::mdns`.
+        mdns: !node.config.listen.mesh.ip().is_loopback(),
+        relay: RelayLimits::default(),
         fault: Fault::None,
     };
     let (mesh, _task) = huiyan_mesh::swarm::start(cfg).await?;

@@ -87,6 +87,15 @@ impl LinkedMesh {
         }
     }
 
+    /// Cuts (`true`) or restores the direct path between sites `a` and `b` only: each one's
+    /// packets are dropped on the other's link, in both directions. Their paths to everyone
+    /// else stay as they are.
+    pub fn cut(&self, a: &str, b: &str, cut: bool) {
+        let (i, j) = (self.index(a), self.index(b));
+        self.links[i].block(self.mesh.sites[j].mesh, cut);
+        self.links[j].block(self.mesh.sites[i].mesh, cut);
+    }
+
     /// The link in front of site `id`.
     pub fn link(&self, id: &str) -> &Link {
         &self.links[self.index(id)]
@@ -202,6 +211,8 @@ pub fn in_process_node(
             redial_max: Duration::from_secs(2),
             ..Timing::default()
         },
+        mdns: false,
+        relay: Default::default(),
         fault,
     };
     let (mesh, _task) = runtime.block_on(start(cfg)).expect("start mesh");

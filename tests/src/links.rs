@@ -102,12 +102,23 @@ impl LinkedMesh {
     }
 }
 
-/// Appends a record through the node's API; returns its seq.
+/// Appends a record through the node's API as the test admin; returns its seq.
 pub fn append(web: SocketAddr, scope: &str, kind: &str, payload: Value) -> anyhow::Result<u64> {
+    append_as(web, &crate::admin_token(web)?, scope, kind, payload)
+}
+
+/// Appends a record through the node's API with the session `token` of one of its admins.
+pub fn append_as(
+    web: SocketAddr,
+    token: &str,
+    scope: &str,
+    kind: &str,
+    payload: Value,
+) -> anyhow::Result<u64> {
     let body = serde_json::json!({ "scope": scope, "kind": kind, "payload": payload });
     let resp = client()
         .post(format!("http://{web}/api/v1/records"))
-        .bearer_auth(crate::admin_token(web)?)
+        .bearer_auth(token)
         .json(&body)
         .send()?;
     let status = resp.status();
@@ -129,12 +140,16 @@ pub fn sync_status(web: SocketAddr) -> anyhow::Result<Value> {
 /// Every application record the node holds of `origin` (site id), paging through the API: the
 /// accounts and audit records the harness itself causes (the test admin, its sign-ins) left out.
 pub fn records(web: SocketAddr, origin: &str) -> anyhow::Result<Vec<Value>> {
+    records_as(web, &crate::admin_token(web)?, origin)
+}
+
+/// [`records`] with the session `token` of one of the node's admins.
+pub fn records_as(web: SocketAddr, token: &str, origin: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut after = 0;
-    let token = crate::admin_token(web)?;
     loop {
         let url = format!("http://{web}/api/v1/records?origin={origin}&after={after}&limit=1000");
-        let page: Value = client().get(url).bearer_auth(&token).send()?.json()?;
+        let page: Value = client().get(url).bearer_auth(token).send()?.json()?;
         let recs = page["records"].as_array().cloned().unwrap_or_default();
         out.extend(recs.into_iter().filter(|r| {
             let scope = r["scope"].as_str().unwrap_or_default();

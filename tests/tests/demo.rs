@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use huiyan_tests::links::{append, eventually, records};
-use huiyan_tests::{free_port_block, http_status, huiyan_bin, wait_exit};
+use huiyan_tests::links::{append_as, eventually, records_as};
+use huiyan_tests::{free_port_block, http_status, huiyan_bin, sign_in, wait_exit};
 use serde_json::json;
 
 /// PIDs of `huiyan run` processes whose command line mentions `dir`.
@@ -136,6 +136,7 @@ fn a_linked_scenic_site_still_converges() {
     let dir_str = dir.path().to_str().unwrap().to_owned();
     let (mut demo, mut lines, base) =
         start_demo(&dir_str, &["--link", "scenic-*=256kbit,300ms,2%"]);
+    let _guard = KillOnDrop(demo.id());
     let text = read_table(&mut lines);
 
     // The table says which sites sit behind an emulated link.
@@ -153,26 +154,38 @@ fn a_linked_scenic_site_still_converges() {
     }
     assert!(!row("hub").contains("kbit/s"), "{text}");
 
-    // Records written on both sides of the thin link reach the other side.
+    // Records written on both sides of the thin link reach the other side, written and read by
+    // the demo admin (an account of the hub, which reaches scenic-1 over the link first).
     let hub = SocketAddr::from(([127, 0, 0, 1], base));
     let scenic = SocketAddr::from(([127, 0, 0, 1], base + 50));
-    append(
+    let admin = |web| sign_in(web, "admin", "huiyan-demo");
+    let hub_token = admin(hub).unwrap();
+    let mut scenic_token = None;
+    let signed_in = eventually(Duration::from_secs(120), || {
+        scenic_token = admin(scenic).ok();
+        scenic_token.is_some()
+    });
+    assert!(signed_in, "the demo admin cannot sign in at scenic-1");
+    let scenic_token = scenic_token.unwrap();
+    append_as(
         scenic,
+        &scenic_token,
         "mediation",
         "case",
         json!({"case": "scenic-1 over the link"}),
     )
     .unwrap();
-    append(
+    append_as(
         hub,
+        &hub_token,
         "public",
         "notice",
         json!({"notice": "hub to every site"}),
     )
     .unwrap();
     let converged = eventually(Duration::from_secs(120), || {
-        records(hub, "scenic-1").is_ok_and(|r| r.len() == 1)
-            && records(scenic, "hub").is_ok_and(|r| r.len() == 1)
+        records_as(hub, &hub_token, "scenic-1").is_ok_and(|r| r.len() == 1)
+            && records_as(scenic, &scenic_token, "hub").is_ok_and(|r| r.len() == 1)
     });
     let log = std::fs::read_to_string(dir.path().join("scenic-1.log")).unwrap_or_default();
     assert!(

@@ -260,16 +260,19 @@ fn eight_sites_converge_after_random_partitions_and_flaps() {
     );
     eprintln!("chaos seed {seed}: {total} acknowledged records converged after: {chaos}");
 
-    // Every acknowledged record is at every site once, at its seq, with its payload; seqs are
-    // dense (nothing duplicated, nothing skipped).
+    // Every acknowledged record is at every site once, at its seq, with its payload. (Gaps in
+    // the seqs are the harness's own accounts and audit records, left out by `records`; the
+    // convergence check above found every log complete.)
     for (i, (site, role)) in SITES.iter().enumerate() {
         for (o, (origin, _)) in SITES.iter().enumerate() {
             let recs = records(web(i), origin).unwrap();
             let seqs: Vec<u64> = recs.iter().filter_map(|r| r["seq"].as_u64()).collect();
-            let dense: Vec<u64> = (1..=seqs.len() as u64).collect();
-            assert_eq!(seqs, dense, "seed {seed}: {origin}'s log at {site}");
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "seed {seed}: {origin}'s log at {site} repeats or reorders seqs: {seqs:?}"
+            );
             for (seq, id) in &acked[o] {
-                let r = recs.get(*seq as usize - 1);
+                let r = recs.iter().find(|r| r["seq"].as_u64() == Some(*seq));
                 let r =
                     r.unwrap_or_else(|| panic!("seed {seed}: {origin} #{seq} missing at {site}"));
                 let scope = r["scope"].as_str().unwrap_or_default();

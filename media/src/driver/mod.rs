@@ -73,10 +73,11 @@ const MAX_JOINS_PER_SESSION: u32 = 20;
 pub struct MediaOptions {
     /// Address to bind UDP (and TCP for ICE-TCP) on; the site config's `[listen] rtc`.
     pub listen: SocketAddr,
-    /// IP put in host candidates. Default: the listen IP, or 127.0.0.1 when that is a
-    /// wildcard (set it to the site's LAN address in production).
-    // TODO(#4): read it from the site config (`[listen] rtc_advertise`), and with a wildcard bind
-    // learn each datagram's local address (IP_PKTINFO) to offer one candidate per interface.
+    /// IP put in host candidates (the site config's `[listen] rtc_advertise`). Default: the
+    /// listen IP; for a wildcard bind, the address the host's default route leaves from, or
+    /// 127.0.0.1 when the host has no default route.
+    // TODO(#4): with a wildcard bind, learn each datagram's local address (IP_PKTINFO) to offer
+    // one candidate per interface; today every answer offers the one advertised address.
     pub advertise: Option<IpAddr>,
     /// Offer ICE-TCP on the same port number. Default true: some site networks block UDP.
     pub ice_tcp: bool,
@@ -253,13 +254,15 @@ pub async fn start(
     } else {
         None
     };
-    let advertise = options.advertise.unwrap_or(match local_addr.ip() {
-        ip if ip.is_unspecified() => {
-            warn!(%local_addr, "media port bound to a wildcard; advertising 127.0.0.1");
+    let advertise = match (options.advertise, local_addr.ip()) {
+        (Some(ip), _) => ip,
+        (None, ip) if ip.is_unspecified() => default_route_ip(ip).unwrap_or_else(|| {
+            warn!(%local_addr, "media port bound to a wildcard and the host has no default \
+                route; advertising 127.0.0.1: set [listen] rtc_advertise");
             IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
-        ip => ip,
-    });
+        }),
+        (None, ip) => ip,
+    };
     let reachable = Reachable {
         udp: SocketAddr::new(advertise, local_addr.port()),
         tcp: options.ice_tcp,
@@ -303,6 +306,24 @@ pub async fn start(
         },
         task,
     ))
+}
+
+/// The source address of the host's default route for the family of `wildcard`, found by
+/// connecting a UDP socket to a documentation address (a route lookup; nothing is sent).
+fn default_route_ip(wildcard: IpAddr) -> Option<IpAddr> {
+    let probe: SocketAddr = match wildcard {
+        IpAddr::V4(_) => ([203, 0, 113, 1], 9).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0)).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    if ip.is_unspecified() {
+        return None;
+    }
+    info!(%ip, "media port bound to a wildcard; advertising the default route's address \
+        (set [listen] rtc_advertise if browsers reach the node at another one)");
+    Some(ip)
 }
 
 async fn accept_tcp(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {

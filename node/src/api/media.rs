@@ -59,8 +59,8 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
 }
 
 /// Issue a token to join a room of this node.
-// TODO(#4): gate on the caller's account and role once accounts exist; for now any client of
-// the node may ask for a token to any of its rooms.
+// TODO(#4): gate on the caller's account and role once accounts exist (issue #6); for now any
+// client of the node may ask for a token to any of its rooms, with any role (docs/media.md).
 #[utoipa::path(post, path = "/api/v1/media/token", tag = "media",
     request_body = TokenRequest,
     responses(
@@ -154,6 +154,7 @@ pub async fn start(
     use huiyan_media::room::{RoomKind, RoomPolicy};
 
     let mut options = MediaOptions::new(config.listen.rtc);
+    options.advertise = config.listen.rtc_advertise;
     for room in &config.rooms {
         // check-config has validated the kind against ROOM_KINDS, which match RoomKind.
         let Ok(kind) = serde_json::from_value::<RoomKind>(json!(room.kind)) else {

@@ -422,7 +422,7 @@ struct Conn {
     session: u64,
     label: String,
     role: ConnRole,
-    estimate: Arc<std::sync::atomic::AtomicU64>,
+    estimate: Arc<pc::LinkEstimate>,
     state: RTCPeerConnectionState,
 }
 
@@ -882,11 +882,13 @@ impl Engine {
             else {
                 continue;
             };
-            let bps = conn.estimate.load(Ordering::Relaxed);
+            let bps = conn.estimate.bps.load(Ordering::Relaxed);
+            let loss = conn.estimate.loss_permille.load(Ordering::Relaxed) as f64 / 1000.0;
             let mut layer = None;
             for down in senders.keys() {
                 if bps > 0 {
                     self.sfu.set_estimate(*down, bps);
+                    self.sfu.set_loss(*down, loss);
                 }
                 if let Some((Some(l), _)) = self.sfu.down_state(*down)
                     && matches!(senders[down].1, Kind::Video(_))

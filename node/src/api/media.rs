@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use huiyan_media::room::Role;
-use huiyan_media::signal::{ErrorCode, MAX_MESSAGE_BYTES, ServerMessage};
+use huiyan_media::signal::{ErrorCode, KEEPALIVE_SECONDS, MAX_MESSAGE_BYTES, ServerMessage};
 use huiyan_media::token::{Claims, unix_now};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -109,8 +109,16 @@ async fn serve_socket(node: Arc<Node>, mut socket: WebSocket) {
             return;
         }
     };
+    let period = std::time::Duration::from_secs(KEEPALIVE_SECONDS);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                let msg = ServerMessage::Keepalive.to_json();
+                if socket.send(Message::Text(msg.into())).await.is_err() {
+                    break;
+                }
+            }
             incoming = socket.recv() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,

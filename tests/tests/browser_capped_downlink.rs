@@ -1,0 +1,129 @@
+//! A viewer whose downlink is capped receives a lower simulcast layer than a viewer on an open
+//! link, and keeps decoding.
+//!
+//! Real parts: one `huiyan` node listening on every interface with HTTPS and WebRTC advertised
+//! at a veth address (`[listen] rtc_advertise`); the publisher and the open viewer are headless
+//! Chromiums on the host; the capped viewer is a headless Chromium (and its chromedriver) in a
+//! network namespace whose link to the host is shaped by `tc tbf` to 300 kbit/s towards the
+//! browser. The SFU learns the cap only from the viewer's transport-wide congestion feedback.
+//!
+//! Needs root (namespaces, tc), `chromium`, `chromium-driver` and the `huiyan` binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use common::{
+    CallNode, Received, browser, probe, rates, start_chromedriver, start_chromedriver_in,
+    wait_decoding,
+};
+use huiyan_tests::netns::Netns;
+
+/// The capped viewer's downlink, in kbit/s: above the smallest layer with its audio (at most
+/// 150 + 40), below the middle one (Chrome sends it at 300 to 500).
+const CAP_KBIT: u32 = 300;
+/// One-second samples of both viewers once the layers have settled.
+const SAMPLES: u32 = 6;
+/// chromedriver's port inside the namespace (nothing else listens there).
+const NS_DRIVER_PORT: u16 = 9515;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_viewer_gets_a_lower_layer_and_keeps_decoding() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ns = Netns::new()?;
+    ns.cap_downlink(CAP_KBIT, 300)?;
+    let node = CallNode::public("conference", ns.host_ip()).await?;
+    let host_port = huiyan_tests::free_port_block(1);
+    let _host_driver = start_chromedriver(host_port)?;
+    let _ns_driver = start_chromedriver_in(&ns, NS_DRIVER_PORT)?;
+
+    let publisher = browser(([127, 0, 0, 1], host_port).into(), false).await?;
+    publisher.goto(&node.page("host", "owner", "")).await?;
+    let open = browser(([127, 0, 0, 1], host_port).into(), false).await?;
+    open.goto(&node.page("open", "viewer", "")).await?;
+    let capped = browser((ns.ns_ip(), NS_DRIVER_PORT).into(), false).await?;
+    capped.goto(&node.page("capped", "viewer", "")).await?;
+    let pages = [("open viewer", &open), ("capped viewer", &capped)];
+    wait_decoding(&pages, Duration::from_secs(60), &node.log()).await?;
+
+    // The layers settle: the open viewer climbs as its estimate allows, the capped one falls
+    // when its estimate shows the cap. Wait (at most 60 s) until the open viewer has climbed
+    // above the smallest layer and the capped viewer receives a lower layer, and smaller
+    // frames, than the open one. (`HUIYAN_TRACE=1` prints every probe.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut o, mut c);
+    loop {
+        o = probe(&open)
+            .await?
+            .context("the open viewer lost the call")?;
+        c = probe(&capped)
+            .await?
+            .context("the capped viewer lost the call")?;
+        if std::env::var_os("HUIYAN_TRACE").is_some() {
+            println!("open {o:?}\ncapped {c:?}");
+        }
+        if o.layer.is_some_and(|l| l >= 1) && lower(&c, &o) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "within 60 s the capped viewer got no lower layer: open {o:?}, capped {c:?}; \
+                 node log:\n{}",
+                std::fs::read_to_string(node.log()).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // ... and both keep decoding, the capped one mostly on its lower layer. (Every so often
+    // the SFU tries the higher layer again, for longer intervals each time it fails: a trial
+    // may fall inside this window.)
+    let t0 = Instant::now();
+    let mut lower_samples = 0;
+    let (mut o2, mut c2) = (o.clone(), c.clone());
+    for _ in 0..SAMPLES {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        o2 = probe(&open)
+            .await?
+            .context("the open viewer lost the call")?;
+        c2 = probe(&capped)
+            .await?
+            .context("the capped viewer lost the call")?;
+        if lower(&c2, &o2) {
+            lower_samples += 1;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    for (name, before, after) in [("open", &o, &o2), ("capped", &c, &c2)] {
+        let (fps, samples) = rates(before, after, secs);
+        println!(
+            "{name} viewer: layer {:?}, {}x{}, {fps:.1} frames/s, {samples} audio samples, \
+             estimate {:?} kbit/s",
+            after.layer, after.width, after.height, after.estimate_kbps
+        );
+        assert!(
+            fps >= 5.0,
+            "the {name} viewer decodes only {fps:.1} frames/s: {after:?}"
+        );
+        assert!(samples > 0, "the {name} viewer receives no audio");
+    }
+    println!("the capped viewer was on a lower layer in {lower_samples} of {SAMPLES} samples");
+    assert!(
+        lower_samples * 2 > SAMPLES,
+        "the capped viewer was on a lower layer in only {lower_samples} of {SAMPLES} samples"
+    );
+
+    for client in [publisher, open, capped] {
+        client.close().await?;
+    }
+    Ok(())
+}
+
+/// Whether `capped` receives a lower layer than `open`, as the SFU reports it and as the
+/// decoded frame size shows.
+fn lower(capped: &Received, open: &Received) -> bool {
+    matches!((capped.layer, open.layer), (Some(c), Some(o)) if c < o)
+        && capped.width > 0
+        && capped.width < open.width
+}

@@ -292,19 +292,20 @@ mod tests {
 
     #[test]
     fn a_namespace_and_what_runs_in_it_are_gone_after_a_panic() {
-        let (name, host_if, pid) = std::panic::catch_unwind(|| {
+        use std::os::unix::process::ExitStatusExt;
+
+        let (name, host_if, mut child) = std::panic::catch_unwind(|| {
             let ns = Netns::new().expect("a namespace (needs root)");
             let child = ns
                 .command("sleep")
                 .arg("600")
                 .spawn()
                 .expect("sleep in the namespace");
-            let seen = (ns.name().to_owned(), ns.host_if.clone(), child.id());
-            assert!(exists(&seen.0));
-            std::panic::panic_any(seen);
+            assert!(exists(ns.name()));
+            std::panic::panic_any((ns.name().to_owned(), ns.host_if.clone(), child));
         })
         .expect_err("the closure panics")
-        .downcast::<(String, String, u32)>()
+        .downcast::<(String, String, std::process::Child)>()
         .map(|b| *b)
         .expect("the panic carries the names");
         assert!(!exists(&name), "namespace {name} left behind");
@@ -312,11 +313,11 @@ mod tests {
             run("ip", &["link", "show", &host_if]).is_err(),
             "interface {host_if} left behind"
         );
-        // The process was killed (a zombie until reaped counts as gone).
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        assert!(
-            status.is_empty() || status.contains("State:\tZ"),
-            "process {pid} still runs"
+        let status = child.wait().expect("reap the child");
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "the process in the namespace was killed"
         );
     }
 

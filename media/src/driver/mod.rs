@@ -9,7 +9,8 @@
 
 mod pc;
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -294,6 +295,7 @@ pub async fn start(
         last_stats: SfuStats::default(),
         dirty: HashSet::new(),
         writable: HashSet::new(),
+        timers: BinaryHeap::new(),
     };
     info!(%local_addr, advertised = %reachable.udp, ice_tcp = options.ice_tcp, "media engine up");
     let task = tokio::spawn(engine.run(command_rx, tcp_rx));
@@ -424,6 +426,8 @@ struct Conn {
     role: ConnRole,
     estimate: Arc<pc::LinkEstimate>,
     state: RTCPeerConnectionState,
+    /// The connection's timeout as last asked (`poll_timeout`), kept in `Engine::timers`.
+    timeout: Option<Instant>,
 }
 
 struct Engine {
@@ -444,6 +448,9 @@ struct Engine {
     dirty: HashSet<ConnId>,
     /// Connections that may have datagrams to send.
     writable: HashSet<ConnId>,
+    /// Each connection's next timeout, earliest first. An entry is current only while it
+    /// equals its connection's `timeout`; others are skipped when they reach the top.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
 }
 
 impl Engine {
@@ -499,26 +506,57 @@ impl Engine {
         }
     }
 
-    // TODO(#4): a timer heap instead of asking every connection each turn.
+    /// The earliest timeout of the SFU and every connection. A connection's timeout can only
+    /// change when the engine calls into it, so only those it called this turn are asked again
+    /// (in [`Engine::flush`]); the rest wait in the heap.
     fn next_deadline(&mut self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let mut deadline = self.sfu.poll_timeout().unwrap_or(far);
-        for conn in self.conns.values_mut() {
-            if let Some(t) = conn.pc.poll_timeout() {
-                deadline = deadline.min(t);
+        let sfu = self.sfu.poll_timeout().unwrap_or(far);
+        match self.next_timer() {
+            Some((at, _)) => sfu.min(at),
+            None => sfu,
+        }
+    }
+
+    /// The current top of the timer heap, dropping entries that are no longer current.
+    fn next_timer(&mut self) -> Option<(Instant, ConnId)> {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if self.conns.get(&id).is_some_and(|c| c.timeout == Some(at)) {
+                return Some((at, id));
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Ask a connection for its timeout again; a new one goes into the heap.
+    fn refresh_timer(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let timeout = conn.pc.poll_timeout();
+        if timeout != conn.timeout {
+            conn.timeout = timeout;
+            if let Some(at) = timeout {
+                self.timers.push(Reverse((at, id)));
             }
         }
-        deadline
     }
 
     fn timeouts(&mut self, now: Instant) {
-        for (id, conn) in &mut self.conns {
-            if conn.pc.poll_timeout().is_some_and(|t| t <= now) {
+        while let Some((at, id)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.timeout = None;
                 if let Err(e) = conn.pc.handle_timeout(now) {
                     debug!(conn = id, error = %e, "peer connection timeout handling failed");
                 }
-                self.dirty.insert(*id);
             }
+            // Its events and datagrams are read, and its next timeout asked, in `flush`.
+            self.dirty.insert(id);
         }
         self.sfu.handle_timeout(now);
     }
@@ -584,9 +622,12 @@ impl Engine {
             }
             self.sfu_outputs(now);
         }
+        // Every connection the engine called into this turn was drained (`drain_conn` marks it
+        // writable) or written to: write what it has, then ask for its next timeout.
         let writable: Vec<ConnId> = self.writable.drain().collect();
         for id in writable {
             self.write_conn(id).await;
+            self.refresh_timer(id);
         }
     }
 
@@ -1047,6 +1088,7 @@ impl Engine {
                     if let Err(e) = conn.pc.add_remote_candidate(init) {
                         debug!(conn = cid, error = %e, "remote candidate ignored");
                     }
+                    self.dirty.insert(cid);
                 }
                 Ok(())
             }
@@ -1210,6 +1252,7 @@ impl Engine {
                 role: conn_role,
                 estimate,
                 state: RTCPeerConnectionState::New,
+                timeout: None,
             },
         );
         self.dirty.insert(id);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::{
     CallNode, Received, browser, probe, rates, start_chromedriver, start_chromedriver_in,
-    wait_decoding,
+    video_kbps, wait_decoding,
 };
 use huiyan_tests::netns::Netns;
 
@@ -47,33 +47,39 @@ async fn a_capped_viewer_gets_a_lower_layer_and_keeps_decoding() -> Result<()> {
     let pages = [("open viewer", &open), ("capped viewer", &capped)];
     wait_decoding(&pages, Duration::from_secs(60), &node.log()).await?;
 
-    // The layers settle: the open viewer climbs as its estimate allows, the capped one falls
-    // when its estimate shows the cap. Wait (at most 60 s) until the open viewer has climbed
-    // above the smallest layer and the capped viewer receives a lower layer, and smaller
-    // frames, than the open one. (`HUIYAN_TRACE=1` prints every probe.)
+    // The layers settle: the open viewer climbs as the publisher ramps up and its estimate
+    // allows, the capped one falls when its estimate shows the cap. Wait (at most 60 s) until
+    // the open viewer receives a layer that would not fit the cap, and the capped viewer a lower
+    // layer, and smaller frames, than the open one. (`HUIYAN_TRACE=1` prints every probe.)
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut o, mut c);
+    let mut o = probe(&open)
+        .await?
+        .context("the open viewer lost the call")?;
+    let mut c;
     loop {
-        o = probe(&open)
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let o_next = probe(&open)
             .await?
             .context("the open viewer lost the call")?;
         c = probe(&capped)
             .await?
             .context("the capped viewer lost the call")?;
+        let open_kbps = video_kbps(&o, &o_next);
+        o = o_next;
         if std::env::var_os("HUIYAN_TRACE").is_some() {
-            println!("open {o:?}\ncapped {c:?}");
+            println!("open ({open_kbps:.0} kbit/s) {o:?}\ncapped {c:?}");
         }
-        if o.layer.is_some_and(|l| l >= 1) && lower(&c, &o) {
+        if open_kbps > f64::from(CAP_KBIT) * 1.2 && lower(&c, &o) {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "within 60 s the capped viewer got no lower layer: open {o:?}, capped {c:?}; \
-                 node log:\n{}",
+                "within 60 s the open viewer got no layer above the cap ({open_kbps:.0} kbit/s; \
+                 is the machine too busy for the publisher to encode?) or the capped viewer no \
+                 lower layer: open {o:?}, capped {c:?}; node log:\n{}",
                 std::fs::read_to_string(node.log()).unwrap_or_default()
             );
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     // ... and both keep decoding, the capped one mostly on its lower layer. (Every so often

@@ -162,12 +162,13 @@ const done = arguments[arguments.length - 1];
   if (!s) return done(page);
   for (const [id, sub] of s.subs) {
     const stats = await sub.pc.getStats();
-    let frames = 0, samples = 0, width = 0, height = 0, pair = null, video = {};
+    let frames = 0, samples = 0, width = 0, height = 0, bytes = 0, pair = null, video = {};
     stats.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') {
         frames = r.framesDecoded ?? 0;
         width = r.frameWidth ?? 0;
         height = r.frameHeight ?? 0;
+        bytes = r.bytesReceived ?? 0;
         video = { received: r.framesReceived, dropped: r.framesDropped,
                   keyframes: r.keyFramesDecoded, lost: r.packetsLost, plis: r.pliCount,
                   nacks: r.nackCount, packets: r.packetsReceived };
@@ -176,7 +177,8 @@ const done = arguments[arguments.length - 1];
       if (r.type === 'transport' && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
     });
     const local = pair && stats.get(stats.get(pair)?.localCandidateId);
-    page.subs.push({ id, frames, samples, width, height, layer: sub.layer ?? null,
+    page.subs.push({ id, frames, samples, width, height, bytes, at: performance.now(),
+                     layer: sub.layer ?? null,
                      estimate_kbps: sub.estimateKbps ?? null, protocol: local?.protocol ?? null,
                      video: JSON.stringify(video) });
   }
@@ -193,6 +195,9 @@ pub struct Received {
     pub samples: u64,
     pub width: u64,
     pub height: u64,
+    /// Video payload bytes received so far, and when the page counted them (ms).
+    pub bytes: u64,
+    pub at_ms: f64,
     /// The simulcast layer the node reports sending (0 = smallest).
     pub layer: Option<u64>,
     /// The node's estimate of the bandwidth to this browser, kbit/s.
@@ -235,6 +240,8 @@ pub async fn probe_page(client: &fantoccini::Client) -> Result<Page> {
                 samples: s["samples"].as_u64().unwrap_or(0),
                 width: s["width"].as_u64().unwrap_or(0),
                 height: s["height"].as_u64().unwrap_or(0),
+                bytes: s["bytes"].as_u64().unwrap_or(0),
+                at_ms: s["at"].as_f64().unwrap_or(0.0),
                 layer: s["layer"].as_u64(),
                 estimate_kbps: s["estimate_kbps"].as_u64(),
                 protocol: text(&s["protocol"]),
@@ -272,6 +279,15 @@ pub async fn wait_decoding(
         }
     }
     Ok(())
+}
+
+/// Video kbit/s a subscription received between two probes.
+pub fn video_kbps(before: &Received, after: &Received) -> f64 {
+    let ms = after.at_ms - before.at_ms;
+    if ms <= 0.0 {
+        return 0.0;
+    }
+    after.bytes.saturating_sub(before.bytes) as f64 * 8.0 / ms
 }
 
 /// Frames per second and audio samples a subscription decoded between two probes.

@@ -228,6 +228,8 @@ impl LayerChooser {
 
         // Climb only after the higher layer has fitted for `up_hold`, and not to a layer whose
         // climb failed recently.
+        // TODO(#4): probe the link (padding or RTX at the higher layer's rate) before climbing,
+        // so that a failed climb costs no frozen picture.
         if self.blocked.is_some_and(|(_, until)| now >= until) {
             self.blocked = None;
         }

@@ -127,7 +127,11 @@ async function token() {
     }),
   });
   const body = await res.json();
-  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  if (!res.ok) {
+    const err = new Error(body.error ?? res.statusText);
+    err.refused = true;
+    throw err;
+  }
   return body.token;
 }
 
@@ -141,7 +145,14 @@ async function connect() {
   try {
     joinToken = await token();
   } catch (err) {
-    setStatus('error', err.message);
+    if (err.refused) {
+      // The node said no (unknown room, ...): retrying would not help.
+      setStatus('error', err.message);
+    } else {
+      // No answer: the network is still down. Try again, with the same backoff.
+      setStatus(state.participant === null ? 'connecting' : 'reconnecting');
+      setTimeout(connect, Math.min(8000, 500 * 2 ** state.retry++));
+    }
     return;
   }
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';

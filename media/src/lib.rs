@@ -19,8 +19,6 @@
 //!   connection and subscribes to each other participant on its own connection (all on the one
 //!   node port). A single connection with renegotiation is TODO(#4).
 //! - VP8 and Opus only; H.264 and VP9/AV1 SVC are not negotiated. TODO(#4).
-//! - VP8 picture IDs are not rewritten on a layer switch; browsers tolerate the jump at the
-//!   keyframe, but strict decoders might not. TODO(#4).
 //! - NACKs for packets no longer in the retransmit buffer are not forwarded to the publisher.
 //! - Climbing to a higher simulcast layer is a trial, not a probe: GCC's estimate grows while a
 //!   subscriber gets less than its link carries, so on a capped link a failed climb costs about

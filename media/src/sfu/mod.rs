@@ -224,8 +224,9 @@ struct Down {
     paused: bool,
     current: Option<usize>,
     target: Option<usize>,
-    /// The current layer no longer fits the subscriber's link: forward nothing of it while
-    /// waiting for the keyframe of the lower target, instead of deepening the congestion.
+    /// The current layer no longer fits the subscriber's link, which is losing packets: forward
+    /// nothing of it while waiting for the keyframe of the lower target, instead of deepening
+    /// the congestion.
     draining: bool,
     /// NACKs for outgoing sequence numbers before this one are not answered: they belong to a
     /// layer the subscriber left (the new one began with a keyframe), and resending them
@@ -233,6 +234,8 @@ struct Down {
     nack_floor: Option<u16>,
     chooser: LayerChooser,
     rewriter: Rewriter,
+    /// VP8 picture numbering, continuous across layer switches.
+    pictures: codec::PictureRewriter,
     buffer: RetransmitBuffer,
 }
 
@@ -463,6 +466,7 @@ impl Sfu {
                     nack_floor: None,
                     chooser: LayerChooser::default(),
                     rewriter: Rewriter::new(clock_rate),
+                    pictures: codec::PictureRewriter::default(),
                     buffer: RetransmitBuffer::new(self.config.retransmit_capacity),
                 },
             );
@@ -562,6 +566,10 @@ impl Sfu {
             Kind::Audio => false,
             Kind::Video(codec) => codec::is_keyframe_start(codec, &packet.payload),
         };
+        let numbers = match t.spec.kind {
+            Kind::Video(VideoCodec::Vp8) => codec::vp8_numbers(&packet.payload),
+            Kind::Audio => None,
+        };
 
         // A packet without payload is padding the publisher sends to probe its uplink: nobody
         // downstream needs it, and on a thin downlink it would crowd out the media.
@@ -591,6 +599,7 @@ impl Sfu {
                 d.rewriter
                     .switch(now, packet.sequence_number, packet.timestamp);
                 d.nack_floor = d.rewriter.next_seq();
+                d.pictures.switch(numbers);
                 d.current = Some(layer);
                 d.draining = false;
                 self.stats.layer_switches += 1;
@@ -618,7 +627,7 @@ impl Sfu {
                 sequence_number: seq,
                 timestamp: ts,
                 marker: packet.marker,
-                payload: packet.payload.clone(),
+                payload: d.pictures.rewrite(&packet.payload, numbers),
             };
             if matches!(t.spec.kind, Kind::Video(_)) {
                 d.buffer.push(out.clone());
@@ -699,6 +708,7 @@ impl Sfu {
     /// Re-choose the layer of one video down track; request a keyframe when it changes.
     fn review_down(&mut self, now: Instant, down: DownId) {
         let policy = self.config.layers;
+        let congested_loss = self.config.congested_loss;
         let timeout = self.config.layer_timeout;
         let Some(d) = self.downs.get_mut(&down) else {
             return;
@@ -729,7 +739,7 @@ impl Sfu {
         // A link that loses much of what it gets carries about what arrives, whatever the
         // estimate says (GCC's estimate lags on a link whose full queue no longer grows).
         let estimate = match (d.estimate_bps, d.current.and_then(|c| views.get(c))) {
-            (Some(est), Some(view)) if d.loss > self.config.congested_loss => {
+            (Some(est), Some(view)) if d.loss > congested_loss => {
                 let arriving = (view.bps as f64 * (1.0 - d.loss)) as u64;
                 Some(est.min(arriving))
             }
@@ -758,9 +768,14 @@ impl Sfu {
                 d.draining = false;
                 self.request_keyframe(now, track, target);
             }
-        } else if d.chooser.congested() && d.current.is_some_and(|c| target < c) && !d.draining {
-            // Falling because the link is too thin: stop the current layer at once, and forget
-            // what was sent of it (see `nack_floor`).
+        } else if d.chooser.congested()
+            && d.loss > congested_loss
+            && d.current.is_some_and(|c| target < c)
+            && !d.draining
+        {
+            // Falling because the link is losing packets: stop the current layer at once, and
+            // forget what was sent of it (see `nack_floor`). A fall on the estimate alone (delay
+            // grew, nothing lost yet) keeps the picture moving until the lower keyframe.
             d.draining = true;
             d.nack_floor = d.rewriter.next_seq();
         }

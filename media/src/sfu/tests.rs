@@ -183,9 +183,73 @@ fn a_falling_estimate_moves_the_subscriber_down_without_a_gap() {
         "started on the layer chosen at subscribe time"
     );
 
-    // The estimate collapses below layer 1's rate: target layer 0, keyframe requested for it,
-    // and layer 1 stops at once (it no longer fits the link) until that keyframe arrives.
+    // The estimate collapses below layer 1's rate (no loss yet): target layer 0, keyframe
+    // requested for it, layer 1 still flows until that keyframe arrives.
     sfu.set_estimate(down, 50_000);
+    let now = clock.advance(300);
+    sfu.handle_timeout(now);
+    let out = drain(&mut sfu);
+    assert!(
+        out.contains(&Output::KeyframeRequest {
+            track: video,
+            layer: 0
+        }),
+        "{out:?}"
+    );
+    let now = clock.advance(33);
+    sfu.handle_rtp(now, video, 1, pkt(101, 1061, 3000 * 61, DELTA));
+    sfu.handle_rtp(now, video, 0, pkt(100, 61, 3000 * 61, KEY));
+    sfu.handle_rtp(now, video, 1, pkt(101, 1062, 3000 * 62, DELTA));
+    let now = clock.advance(33);
+    sfu.handle_rtp(now, video, 0, pkt(100, 62, 3000 * 62, DELTA));
+    let out = drain(&mut sfu);
+    assert!(out.contains(&Output::LayerSwitched {
+        down,
+        from: Some(1),
+        to: 0
+    }));
+    let after = rtp_to(&out, down);
+
+    // One stream: same SSRC, sequence numbers consecutive across the switch, time moving on.
+    let all: Vec<&OutPacket> = before.iter().chain(after.iter()).collect();
+    assert!(all.iter().all(|p| p.ssrc == 9));
+    for pair in all.windows(2) {
+        assert_eq!(
+            pair[1].sequence_number,
+            pair[0].sequence_number.wrapping_add(1)
+        );
+        assert!(pair[1].timestamp.wrapping_sub(pair[0].timestamp) < 90_000);
+    }
+    assert_eq!(after.len(), 3, "layer 1 until the keyframe, then layer 0");
+    assert_eq!(sfu.stats().layer_switches, 2);
+}
+
+#[test]
+fn a_lossy_fall_stops_the_old_layer_at_once_and_forgets_it() {
+    let (mut sfu, mut clock, _audio, video) = call();
+    let downs = sfu
+        .subscribe(clock.0, 2, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    let down = downs.iter().find(|(_, t, _)| *t == video).unwrap().0;
+    sfu.set_estimate(down, 5_000_000);
+
+    feed_frames(&mut sfu, &mut clock, video, 0..1, true);
+    feed_frames(&mut sfu, &mut clock, video, 1..61, false);
+    sfu.handle_timeout(clock.0);
+    let before: Vec<OutPacket> = rtp_to(&drain(&mut sfu), down);
+    assert!(!before.is_empty());
+    let (layer, _) = sfu.down_state(down).unwrap();
+    assert_eq!(
+        layer,
+        Some(1),
+        "started on the layer chosen at subscribe time"
+    );
+
+    // The estimate collapses below layer 1's rate and 30 % is lost: target layer 0, keyframe
+    // requested for it, and layer 1 stops at once (the link is dropping it) until that keyframe
+    // arrives.
+    sfu.set_estimate(down, 50_000);
+    sfu.set_loss(down, 0.3);
     let now = clock.advance(300);
     sfu.handle_timeout(now);
     let out = drain(&mut sfu);

@@ -33,7 +33,9 @@ async fn six_viewers_all_decode_one_publisher() -> Result<()> {
         viewers.push((format!("viewer-{i}"), viewer));
     }
     let pages: Vec<_> = viewers.iter().map(|(n, c)| (n.as_str(), c)).collect();
-    wait_decoding(&pages, Duration::from_secs(60), &node.log()).await?;
+    let mut all = vec![("publisher", &publisher)];
+    all.extend(pages.iter().copied());
+    wait_decoding(&pages, &all, Duration::from_secs(60), &node.log()).await?;
 
     // Every viewer keeps decoding video and receiving audio. 5 frames/s is a quarter of the
     // fake camera's rate: seven browsers share two cores with the node (and, on the build

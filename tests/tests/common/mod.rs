@@ -159,7 +159,14 @@ const done = arguments[arguments.length - 1];
   const el = document.getElementById('status');
   const page = { status: el?.dataset.state ?? null, text: el?.textContent ?? '',
                  reconnects: s?.reconnects ?? 0, subs: [] };
-  if (!s) return done(page);
+  if (!s) {
+    // The page's script did not run: say what the page loaded.
+    page.text = `no call script at ${location.href} (${document.title}): `
+      + (document.body?.innerText ?? '').slice(0, 300).replace(/\s+/g, ' ') + '; loaded: '
+      + performance.getEntriesByType('resource')
+        .map((r) => `${r.name} ${r.responseStatus ?? ''} ${r.transferSize} B`).join(', ');
+    return done(page);
+  }
   for (const [id, sub] of s.subs) {
     const stats = await sub.pc.getStats();
     let frames = 0, samples = 0, width = 0, height = 0, bytes = 0, pair = null, video = {};
@@ -256,15 +263,16 @@ pub async fn probe(client: &fantoccini::Client) -> Result<Option<Received>> {
     Ok(probe_page(client).await?.subs.into_iter().next())
 }
 
-/// Waits until the first subscription of every page decodes video; fails naming the page and
-/// showing `log` when one does not within `within`.
+/// Waits until the first subscription of each of `waiting` decodes video; when one does not
+/// within `within`, fails showing what every page of the call (`all`) says and the node's log.
 pub async fn wait_decoding(
-    pages: &[(&str, &fantoccini::Client)],
+    waiting: &[(&str, &fantoccini::Client)],
+    all: &[(&str, &fantoccini::Client)],
     within: Duration,
     log: &std::path::Path,
 ) -> Result<()> {
     let deadline = Instant::now() + within;
-    for (name, client) in pages {
+    for (name, client) in waiting {
         loop {
             if let Some(received) = probe(client).await?
                 && received.frames > 0
@@ -272,8 +280,23 @@ pub async fn wait_decoding(
                 break;
             }
             if Instant::now() > deadline {
+                let mut pages = String::new();
+                for (other, client) in all {
+                    let page = match probe_page(client).await {
+                        Ok(page) => format!(
+                            "{} ({}), {} subscriptions",
+                            page.status,
+                            page.text,
+                            page.subs.len()
+                        ),
+                        Err(e) => format!("cannot probe: {e}"),
+                    };
+                    pages.push_str(&format!("\n  {other}: {page}"));
+                }
                 let logs = std::fs::read_to_string(log).unwrap_or_default();
-                bail!("{name} decoded no video within {within:?}; node log:\n{logs}");
+                bail!(
+                    "{name} decoded no video within {within:?}; the pages:{pages}\nnode log:\n{logs}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

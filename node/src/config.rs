@@ -104,6 +104,8 @@ pub struct Room {
     pub kind: String,
     pub name_zh: String,
     pub name_en: String,
+    /// Korean name, for the public tourist app; optional (the English name stands in).
+    pub name_ko: Option<String>,
 }
 
 /// A site config with the roster it names, both valid.
@@ -207,6 +209,7 @@ fn read(c: &mut Checker, doc: &toml_edit::ImDocument<String>, path: &Path) -> Op
             kind: one_of(c, f, "kind", &ROOM_KINDS)?,
             name_zh: f.required(c, "name_zh", "give the Chinese name")?,
             name_en: f.required(c, "name_en", "give the English name")?,
+            name_ko: f.optional(c, "name_ko"),
         })
     });
     root.finish(c);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use huiyan_mesh::identity::generate_key_file;
 
 pub mod links;
+pub mod netns;
 
 /// The `huiyan` binary under test.
 pub fn huiyan_bin() -> PathBuf {

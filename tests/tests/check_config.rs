@@ -169,7 +169,15 @@ fn a_bad_rtc_advertise_is_refused_with_its_line() {
     let site = mesh.site("bureau");
     let text = fs::read_to_string(&site.config).unwrap();
     let file = site.config.display().to_string();
-    let line = text.lines().count() + 1;
+    // The key goes right under the `[listen]` header.
+    let with = |value: &str| {
+        text.replacen(
+            "[listen]\n",
+            &format!("[listen]\nrtc_advertise = {value}\n"),
+            1,
+        )
+    };
+    let line = text.lines().position(|l| l == "[listen]").unwrap() + 2;
     for (value, expected) in [
         (
             "\"10.20.0.5:7200\"",
@@ -186,8 +194,7 @@ fn a_bad_rtc_advertise_is_refused_with_its_line() {
         ("\"fd00::5\"", "fd00::5 is IPv6 but `listen.rtc`"),
         ("7200", "expected a string"),
     ] {
-        // `[listen]` is the last table of the test config, so the new key lands in it.
-        fs::write(&site.config, format!("{text}rtc_advertise = {value}\n")).unwrap();
+        fs::write(&site.config, with(value)).unwrap();
         let (code, err) = check(&[site.config.to_str().unwrap()]);
         assert_eq!(code, 2, "{value}: {err}");
         assert!(
@@ -201,11 +208,7 @@ fn a_bad_rtc_advertise_is_refused_with_its_line() {
         );
     }
 
-    fs::write(
-        &site.config,
-        format!("{text}rtc_advertise = \"10.20.0.5\"\n"),
-    )
-    .unwrap();
+    fs::write(&site.config, with("\"10.20.0.5\"")).unwrap();
     let (code, err) = check(&[site.config.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
 }

@@ -363,8 +363,11 @@ impl CallNode {
                 for addr in [site.web, site.rtc] {
                     config = config.replace(&addr.to_string(), &format!("0.0.0.0:{}", addr.port()));
                 }
-                // `[listen]` is the last table of the test config.
-                config.push_str(&format!("rtc_advertise = \"{ip}\"\n"));
+                config = config.replacen(
+                    "[listen]\n",
+                    &format!("[listen]\nrtc_advertise = \"{ip}\"\n"),
+                    1,
+                );
                 let dir = mesh.dir.path();
                 let cert = rcgen::generate_simple_self_signed(vec![ip.to_string()])?;
                 std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;

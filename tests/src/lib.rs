@@ -264,6 +264,28 @@ impl TestMesh {
     pub fn start(&self, id: &str) -> NodeProcess {
         NodeProcess::start(self.site(id), &[])
     }
+
+    /// Starts the nodes of `ids` and waits until each is ready (30 s each at most).
+    pub fn start_ready(&self, ids: &[&str]) -> Vec<NodeProcess> {
+        let mut nodes: Vec<_> = ids.iter().map(|id| self.start(id)).collect();
+        for n in &mut nodes {
+            n.wait_ready(Duration::from_secs(30));
+        }
+        nodes
+    }
+}
+
+/// The text of a PDF, as Poppler's `pdftotext` reads it (poppler-utils, installed by
+/// `tests/run`).
+pub fn pdf_text(pdf: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(file.path(), pdf).expect("the PDF written");
+    let out = Command::new("pdftotext")
+        .arg(file.path())
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils, installed by tests/run)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A running `huiyan run` process, killed when dropped.

@@ -159,13 +159,7 @@ fn accounts_roles_and_audit_across_the_mesh() {
     for role in ROLES {
         add_user(&bureau_config, role, PASSWORD, &[format!("{role}@bureau")]);
     }
-    let mut nodes: Vec<_> = ["hub", "bureau", "office-1"]
-        .iter()
-        .map(|id| lm.mesh.start(id))
-        .collect();
-    for n in &mut nodes {
-        n.wait_ready(Duration::from_secs(30));
-    }
+    let _nodes = lm.mesh.start_ready(&["hub", "bureau", "office-1"]);
     let web = |id: &str| lm.mesh.site(id).web;
     let bureau = web("bureau");
 

@@ -21,7 +21,7 @@ use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerA
 use fantoccini::{Client, Locator};
 use huiyan_mesh::netem::LinkParams;
 use huiyan_tests::links::{LinkedMesh, eventually};
-use huiyan_tests::{add_user, client, free_ports, sign_in};
+use huiyan_tests::{add_user, client, free_ports, pdf_text, sign_in};
 use serde_json::Value;
 
 const PASSWORD: &str = "mediator-password";
@@ -176,13 +176,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
         PASSWORD,
         &["mediator@bureau".into()],
     );
-    let mut nodes: Vec<_> = ["hub", "bureau", "scenic-2"]
-        .iter()
-        .map(|id| lm.mesh.start(id))
-        .collect();
-    for n in &mut nodes {
-        n.wait_ready(Duration::from_secs(30));
-    }
+    let nodes = lm.mesh.start_ready(&["hub", "bureau", "scenic-2"]);
     let web = |id: &str| lm.mesh.site(id).web;
     let (scenic, bureau) = (web("scenic-2"), web("bureau"));
 
@@ -451,14 +445,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
         at_bureau, at_room,
         "the bureau's PDF differs from the room's"
     );
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &at_bureau).unwrap();
-    let text = std::process::Command::new("pdftotext")
-        .arg(file.path())
-        .arg("-")
-        .output()
-        .expect("pdftotext (poppler-utils, installed by tests/run)");
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = pdf_text(&at_bureau);
     for needle in [
         "人民调解协议书",
         "김철수",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use huiyan_mesh::netem::LinkParams;
 use huiyan_tests::links::{LinkedMesh, eventually};
-use huiyan_tests::{add_user, admin_token, client, sign_in};
+use huiyan_tests::{add_user, admin_token, client, pdf_text, sign_in};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "mediator-password";
@@ -97,13 +97,9 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
         PASSWORD,
         &["mediator@bureau".into()],
     );
-    let mut nodes: Vec<_> = ["hub", "bureau", "scenic-2", "scenic-3"]
-        .iter()
-        .map(|id| lm.mesh.start(id))
-        .collect();
-    for n in &mut nodes {
-        n.wait_ready(Duration::from_secs(30));
-    }
+    let _nodes = lm
+        .mesh
+        .start_ready(&["hub", "bureau", "scenic-2", "scenic-3"]);
     let web = |id: &str| lm.mesh.site(id).web;
     let (scenic, bureau) = (web("scenic-2"), web("bureau"));
     let room = "scenic-2-mediation";
@@ -408,14 +404,7 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
         pdf_at(scenic, &li),
         "the bureau's PDF differs from the room's"
     );
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &at_bureau).unwrap();
-    let text = std::process::Command::new("pdftotext")
-        .arg(file.path())
-        .arg("-")
-        .output()
-        .expect("pdftotext (poppler-utils, installed by tests/run)");
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = pdf_text(&at_bureau);
     for needle in ["人民调解协议书", "김철수", "王师傅", "司机退还多收车费"] {
         assert!(
             text.contains(needle),

@@ -21,13 +21,7 @@ fn sites_converge_after_the_hub_returns() {
         ],
         params,
     );
-    let mut nodes: Vec<_> = ["hub", "office-1", "scenic-1"]
-        .iter()
-        .map(|id| lm.mesh.start(id))
-        .collect();
-    for n in &mut nodes {
-        n.wait_ready(Duration::from_secs(30));
-    }
+    let _nodes = lm.mesh.start_ready(&["hub", "office-1", "scenic-1"]);
     let web = |id: &str| lm.mesh.site(id).web;
 
     // Everyone writes while connected.

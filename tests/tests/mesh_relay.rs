@@ -31,13 +31,7 @@ fn sites_cut_from_each_other_meet_through_the_hub_relay() {
         params,
     );
     lm.cut("office-1", "scenic-1", true);
-    let mut nodes: Vec<_> = ["hub", "office-1", "scenic-1"]
-        .iter()
-        .map(|id| lm.mesh.start(id))
-        .collect();
-    for n in &mut nodes {
-        n.wait_ready(Duration::from_secs(30));
-    }
+    let nodes = lm.mesh.start_ready(&["hub", "office-1", "scenic-1"]);
     let web = |id: &str| lm.mesh.site(id).web;
     for i in 0..5 {
         append(web("office-1"), "mediation", "case", json!({ "case": i })).unwrap();

@@ -51,6 +51,14 @@ async fn until(
     }
 }
 
+/// Waits (at most 30 s) until the element with `id` is shown; fails with `what`.
+async fn wait_shown(page: &Client, id: &str, what: &str) -> Result<()> {
+    until(page, Duration::from_secs(30), what, async || {
+        shown(page, id).await
+    })
+    .await
+}
+
 /// True when the element with `id` is shown.
 async fn shown(page: &Client, id: &str) -> Result<bool> {
     Ok(page.find(Locator::Id(id)).await?.is_displayed().await?)
@@ -90,13 +98,7 @@ async fn decodes_in_frame(page: &Client, who: &str) -> Result<u64> {
 
 /// Signs the agreement on a party's page: the name, a stroke on the pad with the mouse, confirm.
 async fn sign(page: &Client, name: &str) -> Result<()> {
-    until(
-        page,
-        Duration::from_secs(30),
-        "no agreement to sign",
-        async || shown(page, "sign").await,
-    )
-    .await?;
+    wait_shown(page, "sign", "no agreement to sign").await?;
     fill(page, "sign-name", name).await?;
     let pad = page.find(Locator::Id("pad")).await?;
     let stroke = MouseActions::new("pen".into())
@@ -200,13 +202,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
             mediator
                 .goto(&format!("http://{scenic}/mediator.html"))
                 .await?;
-            until(
-                &mediator,
-                Duration::from_secs(15),
-                "no sign-in form",
-                async || shown(&mediator, "signin").await,
-            )
-            .await?;
+            wait_shown(&mediator, "signin", "no sign-in form").await?;
             fill(&mediator, "username", "li").await?;
             fill(&mediator, "password", PASSWORD).await?;
             mediator
@@ -233,13 +229,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
             // --- The tourist opens the signboard URL, in Korean, fills in the form -----------
             let tourist = browser(driver, false).await?;
             tourist.goto(&format!("http://{scenic}/m/{ROOM}")).await?;
-            until(
-                &tourist,
-                Duration::from_secs(30),
-                "the room did not open",
-                async || shown(&tourist, "form-screen").await,
-            )
-            .await?;
+            wait_shown(&tourist, "form-screen", "the room did not open").await?;
             tourist
                 .find(Locator::Css("button[data-lang=ko]"))
                 .await?
@@ -261,13 +251,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
                 .await?
                 .click()
                 .await?;
-            until(
-                &tourist,
-                Duration::from_secs(5),
-                "no consent error",
-                async || shown(&tourist, "error").await,
-            )
-            .await?;
+            wait_shown(&tourist, "error", "no consent error").await?;
             assert!(
                 shown(&tourist, "form-screen").await?,
                 "placed without consent"
@@ -303,13 +287,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
                 .await?
                 .click()
                 .await?;
-            until(
-                &mediator,
-                Duration::from_secs(15),
-                "the case did not open",
-                async || shown(&mediator, "case").await,
-            )
-            .await?;
+            wait_shown(&mediator, "case", "the case did not open").await?;
             let what = mediator
                 .find(Locator::Id("case-what"))
                 .await?
@@ -319,13 +297,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
                 what.contains("택시"),
                 "the console shows the form: {what:?}"
             );
-            until(
-                &tourist,
-                Duration::from_secs(15),
-                "no session on the phone",
-                async || shown(&tourist, "session").await,
-            )
-            .await?;
+            wait_shown(&tourist, "session", "no session on the phone").await?;
             let frames = decodes_in_frame(&tourist, "tourist").await?;
             println!("the tourist decodes the mediator's video ({frames} frames)");
             let frames = decodes_in_frame(&mediator, "mediator").await?;
@@ -333,23 +305,11 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
 
             // Recording is shown to the tourist.
             click(&mediator, "rec").await?;
-            until(
-                &tourist,
-                Duration::from_secs(10),
-                "no recording badge",
-                async || shown(&tourist, "recording").await,
-            )
-            .await?;
+            wait_shown(&tourist, "recording", "no recording badge").await?;
 
             // --- The other party joins by the invite link --------------------------------------
             click(&mediator, "invite").await?;
-            until(
-                &mediator,
-                Duration::from_secs(10),
-                "no invite link",
-                async || shown(&mediator, "invite-link").await,
-            )
-            .await?;
+            wait_shown(&mediator, "invite-link", "no invite link").await?;
             let link = mediator
                 .find(Locator::Id("invite-link"))
                 .await?
@@ -357,22 +317,10 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
                 .await?;
             let respondent = browser(driver, false).await?;
             respondent.goto(&link).await?;
-            until(
-                &respondent,
-                Duration::from_secs(15),
-                "no invitation",
-                async || shown(&respondent, "invite-screen").await,
-            )
-            .await?;
+            wait_shown(&respondent, "invite-screen", "no invitation").await?;
             click(&respondent, "invite-consent-online").await?;
             click(&respondent, "accept-invite").await?;
-            until(
-                &respondent,
-                Duration::from_secs(15),
-                "the respondent is not in",
-                async || shown(&respondent, "session").await,
-            )
-            .await?;
+            wait_shown(&respondent, "session", "the respondent is not in").await?;
 
             // --- The case and the agreement ---------------------------------------------------
             fill(&mediator, "respondent", "王师傅").await?;
@@ -397,13 +345,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
             click(&mediator, "draft").await?;
             sign(&tourist, "김철수").await?;
             sign(&respondent, "王师傅").await?;
-            until(
-                &mediator,
-                Duration::from_secs(15),
-                "no PDF on the console",
-                async || shown(&mediator, "pdf").await,
-            )
-            .await?;
+            wait_shown(&mediator, "pdf", "no PDF on the console").await?;
             let href = mediator
                 .find(Locator::Id("pdf"))
                 .await?

@@ -9,6 +9,7 @@
 //!   every WebRTC session, webrtc-rs `rtc` peer connections, and the SFU core.
 //! - [`mux`]: which session a datagram on the shared port belongs to.
 //! - [`metrics`]: the counters exported on the node's `/metrics`.
+//! - [`record`]: the sans-IO WebM writer that records a publisher from its RTP packets.
 //!
 //! See `docs/media.md` for how webrtc-rs 0.21 is used and why the driver speaks to its sans-IO
 //! core directly.
@@ -32,6 +33,7 @@
 pub mod driver;
 pub mod metrics;
 pub mod mux;
+pub mod record;
 pub mod room;
 pub mod sfu;
 pub mod signal;

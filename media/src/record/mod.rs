@@ -119,7 +119,6 @@ pub struct Recorder {
     duration_offset: u64,
     cluster_start: Option<i64>,
     last_block: i64,
-    keyframe_wanted: bool,
 }
 
 impl Recorder {
@@ -143,7 +142,6 @@ impl Recorder {
             duration_offset: 0,
             cluster_start: None,
             last_block: 0,
-            keyframe_wanted: has_video,
         }
     }
 
@@ -175,10 +173,7 @@ impl Recorder {
         for item in released.drain(..) {
             let dropped_before = self.vp8.dropped;
             let frame = self.vp8.push(item);
-            if self.vp8.dropped != dropped_before {
-                self.stats.dropped_frames += self.vp8.dropped - dropped_before;
-                self.keyframe_wanted = true;
-            }
+            self.stats.dropped_frames += self.vp8.dropped - dropped_before;
             if let Some(frame) = frame {
                 self.write_frame(TrackKind::Video, frame);
             }
@@ -201,10 +196,10 @@ impl Recorder {
         }
     }
 
-    /// Whether the publisher should be asked for a keyframe (at the start and after a loss);
-    /// reading it clears it.
-    pub fn wants_keyframe(&mut self) -> bool {
-        std::mem::take(&mut self.keyframe_wanted)
+    /// Whether the publisher should be asked for a keyframe: video is recorded and none has
+    /// come yet, or frames are dropped since a loss until the next one.
+    pub fn wants_keyframe(&self) -> bool {
+        self.has_video && (self.zero_ms.is_none() || self.vp8.waiting_keyframe)
     }
 
     /// The bytes written since the last call, to append to the file.

@@ -28,7 +28,12 @@
 //! - Host candidates carry one IP, `[listen] rtc_advertise` or its default; with a wildcard bind
 //!   every answer offers that one address (no `IP_PKTINFO`, no candidate per interface).
 //!   TODO(#4).
-//! - The inter-site relay over quinn and recording are not built yet (other issues).
+//! - The inter-site relay over quinn is not built yet (TODO(#5)).
+//! - Recording ([`record`]) keeps one simulcast layer (the middle one, 640x360 from the call
+//!   page) and writes no Cues: browsers seek in the files by reading ahead. A file whose
+//!   publisher changes resolution mid-stream keeps the first keyframe's size in its header.
+//!   Audio and video are aligned by their arrival times, not by RTCP sender reports: lip sync
+//!   is as good as the network's jitter (tens of milliseconds).
 
 pub mod driver;
 pub mod metrics;

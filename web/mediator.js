@@ -12,6 +12,8 @@ const TEXT = {
     invite: '邀请对方', category: '纠纷类别', status: '状态', step: '调解过程记录', outcome: '结果',
     save: '保存', terms: '协议条款（每行一条）', draft: '生成协议并请双方签署', end: '结束调解',
     pdf: '下载协议 PDF', confirmed: '已签署：', none: '无', empty: '暂无',
+    recordings: '录像', no_recordings: '暂无录像', play: '播放', mediator: '调解员',
+    participant: '参与人', side_room: '单独沟通室',
     categories: { '': '（未选）', consumer: '消费纠纷', accommodation: '住宿纠纷', catering: '餐饮纠纷',
       transport: '交通运输纠纷', tour_service: '旅游服务合同纠纷', personal_injury: '人身损害赔偿纠纷',
       property_damage: '财产损害赔偿纠纷', other: '其他纠纷' },
@@ -33,7 +35,9 @@ const TEXT = {
     status: 'Status', step: 'Note a step', outcome: 'Outcome', save: 'Save',
     terms: 'Agreement terms (one per line)', draft: 'Draft the agreement for both to sign',
     end: 'End the session', pdf: 'Download the agreement (PDF)', confirmed: 'Signed by: ',
-    none: 'nobody', empty: 'nobody waiting',
+    none: 'nobody', empty: 'nobody waiting', recordings: 'Recordings',
+    no_recordings: 'No recordings yet', play: 'Play', mediator: 'Mediator',
+    participant: 'Participant', side_room: 'side room',
     categories: { '': '(not set)', consumer: 'Consumer', accommodation: 'Accommodation',
       catering: 'Catering', transport: 'Transport', tour_service: 'Tour service',
       personal_injury: 'Personal injury', property_damage: 'Property damage', other: 'Other' },
@@ -89,6 +93,7 @@ function applyLang() {
   }
   renderQueue();
   renderCase();
+  renderRecordings();
 }
 
 // ----- Sign-in and rooms -----
@@ -171,6 +176,7 @@ async function refresh() {
     if (state.caseView) {
       state.caseView = await api('GET', `/api/v1/mediation/cases/${state.caseView.case.case}`);
       renderCase();
+      await refreshRecordings();
     }
     showError(null);
   } catch (e) {
@@ -238,6 +244,51 @@ function renderCase() {
     : '';
   $('pdf').hidden = !(a && a.complete);
   $('pdf').href = `/api/v1/mediation/cases/${c.case}/agreement.pdf`;
+}
+
+// The case's recordings: re-drawn only when the list changes, and loaded only when played
+// (every playback is audited).
+let recordingsKey = null;
+let recordingsList = [];
+
+function renderRecordings() {
+  const items = recordingsList.map((r) => {
+    const li = document.createElement('li');
+    const when = new Date(r.started_ms).toLocaleString(lang === 'zh' ? 'zh-CN' : 'en-GB');
+    const secs = Math.round(r.duration_ms / 1000);
+    const where = r.room === 'side' ? ` · ${t('side_room')}` : '';
+    const span = document.createElement('span');
+    span.textContent = `${t(r.role)}${where} · ${when} · ${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, '0')}`;
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = t('play');
+    b.dataset.sha256 = r.sha256;
+    b.addEventListener('click', () => {
+      const v = $('player');
+      v.hidden = false;
+      v.src = `/api/v1/mediation/cases/${encodeURIComponent(r.case)}/recordings/${r.sha256}`;
+      v.play().catch(() => {});
+    });
+    li.append(span, b);
+    return li;
+  });
+  if (!items.length) {
+    const li = document.createElement('li');
+    li.textContent = t('no_recordings');
+    items.push(li);
+  }
+  $('recordings').replaceChildren(...items);
+}
+
+async function refreshRecordings() {
+  const c = state.caseView?.case;
+  if (!c) return;
+  const list = await api('GET', `/api/v1/mediation/cases/${encodeURIComponent(c.case)}/recordings`);
+  const key = `${c.case}:${list.map((r) => r.sha256).join(',')}`;
+  if (key === recordingsKey) return;
+  recordingsKey = key;
+  recordingsList = list;
+  renderRecordings();
 }
 
 async function patchCase(change) {

@@ -9,6 +9,7 @@
 //!   every WebRTC session, webrtc-rs `rtc` peer connections, and the SFU core.
 //! - [`mux`]: which session a datagram on the shared port belongs to.
 //! - [`metrics`]: the counters exported on the node's `/metrics`.
+//! - [`record`]: the sans-IO WebM writer that records a publisher from its RTP packets.
 //!
 //! See `docs/media.md` for how webrtc-rs 0.21 is used and why the driver speaks to its sans-IO
 //! core directly.
@@ -27,11 +28,17 @@
 //! - Host candidates carry one IP, `[listen] rtc_advertise` or its default; with a wildcard bind
 //!   every answer offers that one address (no `IP_PKTINFO`, no candidate per interface).
 //!   TODO(#4).
-//! - The inter-site relay over quinn and recording are not built yet (other issues).
+//! - The inter-site relay over quinn is not built yet (TODO(#5)).
+//! - Recording ([`record`]) keeps one simulcast layer (the middle one, 640x360 from the call
+//!   page) and writes no Cues: browsers seek in the files by reading ahead. A file whose
+//!   publisher changes resolution mid-stream keeps the first keyframe's size in its header.
+//!   Audio and video are aligned by their arrival times, not by RTCP sender reports: lip sync
+//!   is as good as the network's jitter (tens of milliseconds).
 
 pub mod driver;
 pub mod metrics;
 pub mod mux;
+pub mod record;
 pub mod room;
 pub mod sfu;
 pub mod signal;

@@ -39,6 +39,12 @@ pub struct MediaMetrics {
     pub layer_switches: Counter,
     /// Datagrams dropped because no session claimed them.
     pub unmatched_datagrams: Counter,
+    /// Files being recorded now (one per publisher of a recorded room).
+    pub recordings: Gauge,
+    /// Bytes of finished recordings.
+    pub recorded_bytes: Counter,
+    /// Packet copies (and tap events) a recording's full queue did not take.
+    pub recording_dropped_packets: Counter,
     /// Estimated bandwidth to each subscriber connection, bit/s.
     pub subscriber_estimate_bps: Family<SubscriberLabel, Gauge<u64, AtomicU64>>,
 }
@@ -94,6 +100,21 @@ impl MediaMetrics {
             "unmatched_datagrams",
             "Datagrams on the media port that no session claimed",
             self.unmatched_datagrams.clone(),
+        );
+        r.register(
+            "recordings",
+            "Files being recorded now",
+            self.recordings.clone(),
+        );
+        r.register(
+            "recorded_bytes",
+            "Bytes of finished recordings",
+            self.recorded_bytes.clone(),
+        );
+        r.register(
+            "recording_dropped_packets",
+            "Packet copies a recording's full queue did not take",
+            self.recording_dropped_packets.clone(),
         );
         r.register(
             "subscriber_estimate_bps",

@@ -5,7 +5,10 @@
 //! # Limitations
 //!
 //! - The hotline (#7) and the media relay between sites (#5) are still to come; the `media`
-//!   address is validated but unused until then. Mediation (#6) records no WebM yet.
+//!   address is validated but unused until then.
+//! - Mediation recordings (WebM per participant) stay on the node that recorded them; their
+//!   records reach the bureau, the files do not yet (TODO(#6)). A recording running when the
+//!   node stops ends there: it does not resume after a restart although the case's flag is on.
 //! - `huiyan demo --link` emulates the mesh (sync) traffic of the linked sites only, not media.
 
 mod accounts;

@@ -11,6 +11,7 @@
 //! | `mediation.agreement` | a mediator drafts the agreement for both parties |
 //! | `mediation.confirm` | a party confirms the agreement with its name and drawn signature |
 //! | `mediation.presence` | a room becomes staffed or unstaffed |
+//! | `mediation.recording` | a recording of one participant is complete and stored |
 //!
 //! Records about a call go into scope `mediation/<site>`, where the site is the caller's entry
 //! site, or the room's own site when the entry site holds every scope (the hub, the bureau).
@@ -29,6 +30,7 @@ pub const KIND_CASE: &str = "mediation.case";
 pub const KIND_AGREEMENT: &str = "mediation.agreement";
 pub const KIND_CONFIRM: &str = "mediation.confirm";
 pub const KIND_PRESENCE: &str = "mediation.presence";
+pub const KIND_RECORDING: &str = "mediation.recording";
 /// Scope of presence records.
 pub const PRESENCE_SCOPE: &str = "mediation";
 
@@ -337,6 +339,29 @@ pub struct Call {
     pub case: Option<String>,
 }
 
+/// The payload of a `mediation.recording` record: one participant's WebM file, kept as a blob
+/// on the node that recorded it. No personal data: the participant is named by role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingRecord {
+    pub case: String,
+    /// SHA-256 of the file (lower-case hex): its name in the blob store.
+    pub sha256: String,
+    /// File size, bytes.
+    pub size: u64,
+    /// Media duration, milliseconds.
+    pub duration_ms: u64,
+    /// Whose picture and voice: `mediator`, `applicant`, `respondent` (or `participant`).
+    pub role: String,
+    /// `main` or `side` room.
+    pub room: String,
+    /// The site whose node holds the file.
+    pub site: String,
+    /// Wall-clock start and end, ms since the Unix epoch.
+    pub started_ms: u64,
+    pub ended_ms: u64,
+}
+
 /// A versioned value: the newest by (hlc, origin) wins.
 #[derive(Debug, Clone)]
 struct Versioned<T> {
@@ -359,6 +384,8 @@ pub struct Mediation {
     /// Confirmations per case, per role (newest wins).
     confirmations: BTreeMap<(String, PartyRole), Confirmation>,
     presence: BTreeMap<String, Versioned<bool>>,
+    /// Recordings per case, in the order they were stored.
+    recordings: BTreeMap<String, Vec<RecordingRecord>>,
     /// Seconds of finished sessions, newest last (at most 50), for the expected wait.
     session_seconds: Vec<u64>,
     /// Taken time per call, to measure session length when it ends.
@@ -395,6 +422,12 @@ impl Mediation {
             }),
             KIND_CONFIRM => serde_json::from_value(p).map(|c: Confirmation| {
                 self.confirmations.insert((c.case.clone(), c.role), c);
+            }),
+            KIND_RECORDING => serde_json::from_value(p).map(|rec: RecordingRecord| {
+                let list = self.recordings.entry(rec.case.clone()).or_default();
+                if !list.iter().any(|old| old.sha256 == rec.sha256) {
+                    list.push(rec);
+                }
             }),
             KIND_PRESENCE => serde_json::from_value(p).map(|pr: Presence| {
                 if newer(self.presence.get(&pr.room), r) {
@@ -549,6 +582,11 @@ impl Mediation {
     /// Whether the room was staffed as of the last presence record held.
     pub fn staffed(&self, room: &str) -> bool {
         self.presence.get(room).is_some_and(|v| v.value)
+    }
+
+    /// The recordings of `case`, oldest first.
+    pub fn recordings(&self, case: &str) -> &[RecordingRecord] {
+        self.recordings.get(case).map_or(&[], Vec::as_slice)
     }
 
     pub fn draft(&self, case: &str) -> Option<&AgreementDraft> {

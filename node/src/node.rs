@@ -40,6 +40,8 @@ pub struct Node {
     pub signin_limit: SignInLimiter,
     /// Mediators at their consoles, calls placed per address.
     pub desk: crate::api::mediation::Desk,
+    /// The cases whose sessions this node records now.
+    pub recordings: crate::api::recording::Recordings,
 }
 
 /// Named readiness checks. The node is ready when every check passes.

@@ -82,6 +82,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         sessions,
         signin_limit: crate::auth::SignInLimiter::default(),
         desk: crate::api::mediation::Desk::default(),
+        recordings: crate::api::recording::Recordings::default(),
     });
 
     let span = tracing::info_span!("node", site = %node.config.site);

@@ -92,6 +92,16 @@ const MATRIX: &[(&str, &str, Access)] = &[
         "/api/v1/mediation/cases/{case}/end",
         Access::Mediator,
     ),
+    (
+        "get",
+        "/api/v1/mediation/cases/{case}/recordings",
+        Access::Mediator,
+    ),
+    (
+        "get",
+        "/api/v1/mediation/cases/{case}/recordings/{sha256}",
+        Access::Mediator,
+    ),
 ];
 
 const ROLES: [&str; 6] = [
@@ -113,7 +123,7 @@ fn with_token(req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
 
 fn call(web: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Value) -> u16 {
     let mut url = format!("http://{web}{path}");
-    for param in ["{username}", "{id}", "{call}", "{case}"] {
+    for param in ["{username}", "{id}", "{call}", "{case}", "{sha256}"] {
         url = url.replace(param, "nobody");
     }
     let http = client();

@@ -25,6 +25,81 @@ use huiyan_tests::{add_user, client, free_ports, pdf_text, sign_in};
 use serde_json::Value;
 
 const PASSWORD: &str = "mediator-password";
+
+/// Just enough of an EBML reader to check a recording: the doc type, the tracks' codecs, the
+/// duration and the blocks per track.
+mod webm {
+    #[derive(Debug, Default)]
+    pub struct Check {
+        pub doc_type: String,
+        pub has_vp8: bool,
+        pub has_opus: bool,
+        pub duration_ms: u64,
+        pub video_blocks: usize,
+        pub audio_blocks: usize,
+    }
+
+    fn vint(data: &[u8], at: &mut usize, keep_marker: bool) -> Option<u64> {
+        let first = *data.get(*at)?;
+        let len = first.leading_zeros() as usize + 1;
+        if len > 8 || *at + len > data.len() {
+            return None;
+        }
+        let mut value = if keep_marker {
+            u64::from(first)
+        } else {
+            u64::from(first) & ((1u64 << (8 - len)) - 1)
+        };
+        for b in &data[*at + 1..*at + len] {
+            value = (value << 8) | u64::from(*b);
+        }
+        *at += len;
+        let unknown = !keep_marker && value == (1u64 << (7 * len)) - 1;
+        Some(if unknown { u64::MAX } else { value })
+    }
+
+    /// Walks every element in order, descending into containers (segment, info, tracks,
+    /// track entries, clusters, and anything of unknown size).
+    pub fn check(data: &[u8]) -> Check {
+        const CONTAINERS: [u64; 6] = [
+            0x1A45_DFA3,
+            0x1853_8067,
+            0x1549_A966,
+            0x1654_AE6B,
+            0xAE,
+            0x1F43_B675,
+        ];
+        let mut c = Check::default();
+        let mut at = 0;
+        while at < data.len() {
+            let (Some(id), Some(size)) = (vint(data, &mut at, true), vint(data, &mut at, false))
+            else {
+                break;
+            };
+            if size == u64::MAX || CONTAINERS.contains(&id) {
+                continue;
+            }
+            let end = (at + size as usize).min(data.len());
+            let body = &data[at..end];
+            match id {
+                0x4282 => c.doc_type = String::from_utf8_lossy(body).into_owned(),
+                0x86 if body == b"V_VP8" => c.has_vp8 = true,
+                0x86 if body == b"A_OPUS" => c.has_opus = true,
+                0x4489 if body.len() == 8 => {
+                    c.duration_ms = f64::from_be_bytes(body.try_into().unwrap()) as u64;
+                }
+                0xA3 => match body.first() {
+                    Some(0x81) => c.video_blocks += 1,
+                    Some(0x82) => c.audio_blocks += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+            at = end;
+        }
+        c
+    }
+}
 const ROOM: &str = "scenic-2-mediation";
 
 /// Polls `check` every 300 ms for up to `within`; fails with `what` and the page's error line.
@@ -69,6 +144,11 @@ async fn fill(page: &Client, id: &str, text: &str) -> Result<()> {
     let field = page.find(Locator::Id(id)).await?;
     field.clear().await?;
     field.send_keys(text).await?;
+    Ok(())
+}
+
+async fn click_first(page: &Client, css: &str) -> Result<()> {
+    page.find(Locator::Css(css)).await?.click().await?;
     Ok(())
 }
 
@@ -145,6 +225,19 @@ fn get_json(web: SocketAddr, path: &str, token: &str) -> (u16, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+fn recording(web: SocketAddr, case: &str, sha256: &str, token: &str) -> Vec<u8> {
+    let r = client()
+        .get(format!(
+            "http://{web}/api/v1/mediation/cases/{case}/recordings/{sha256}"
+        ))
+        .bearer_auth(token)
+        .send()
+        .expect("the node answers");
+    assert_eq!(r.status().as_u16(), 200, "no recording at {web}");
+    assert_eq!(r.headers()["content-type"].to_str().unwrap(), "video/webm");
+    r.bytes().unwrap().to_vec()
+}
+
 fn pdf(web: SocketAddr, case: &str, token: &str) -> Vec<u8> {
     let r = client()
         .get(format!(
@@ -171,6 +264,12 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
         "li",
         PASSWORD,
         &["mediator@scenic-2".into()],
+    );
+    add_user(
+        &config("scenic-2"),
+        "admin",
+        PASSWORD,
+        &["admin@scenic-2".into()],
     );
     add_user(
         &config("bureau"),
@@ -303,9 +402,56 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
             let frames = decodes_in_frame(&mediator, "mediator").await?;
             println!("the mediator decodes the tourist's video ({frames} frames)");
 
-            // Recording is shown to the tourist.
+            // Recording is shown to the tourist; about 5 s are recorded, then it stops and
+            // the console lists the files and plays one.
             click(&mediator, "rec").await?;
             wait_shown(&tourist, "recording", "no recording badge").await?;
+            let recording = Instant::now();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            click(&mediator, "rec").await?;
+            let recorded_s = recording.elapsed().as_secs_f64();
+            until(
+                &tourist,
+                Duration::from_secs(10),
+                "the recording badge stays",
+                async || Ok(!shown(&tourist, "recording").await?),
+            )
+            .await?;
+            until(
+                &mediator,
+                Duration::from_secs(20),
+                "the console lists no two recordings",
+                async || {
+                    let buttons = mediator.find_all(Locator::Css("#recordings button")).await?;
+                    Ok(buttons.len() >= 2)
+                },
+            )
+            .await?;
+            click_first(&mediator, "#recordings button").await?;
+            let played: Value = mediator
+                .execute_async(
+                    r#"const done = arguments[arguments.length - 1];
+                    const v = document.getElementById('player');
+                    v.muted = true;
+                    const t0 = Date.now();
+                    (function check() {
+                      if (v.readyState >= 2 && Number.isFinite(v.duration) || Date.now() - t0 > 15000) {
+                        done({ readyState: v.readyState, duration: v.duration,
+                               error: v.error && v.error.message });
+                      } else {
+                        setTimeout(check, 200);
+                      }
+                    })();"#,
+                    vec![],
+                )
+                .await?;
+            println!("the console plays a recording: {played}");
+            let ready = played["readyState"].as_u64().unwrap_or(0);
+            let duration = played["duration"].as_f64().unwrap_or(0.0);
+            if ready < 2 || duration <= 2.0 {
+                bail!("the recording does not play in the console: {played}");
+            }
+            println!("recorded for {recorded_s:.1} s");
 
             // --- The other party joins by the invite link --------------------------------------
             click(&mediator, "invite").await?;
@@ -367,8 +513,55 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
     });
     let case_id = case_id.unwrap_or_else(|e| panic!("{e:#}\nscenic-2 log:\n{}", scenic_log()));
 
-    // --- The link returns: the bureau prints the same agreement ------------------------------
+    // --- The recordings: one WebM per participant, kept at the room's node --------------------
     let li = sign_in(scenic, "li", PASSWORD).unwrap();
+    let (status, list) = get_json(
+        scenic,
+        &format!("/api/v1/mediation/cases/{case_id}/recordings"),
+        &li,
+    );
+    assert_eq!(status, 200);
+    let list = list.as_array().cloned().unwrap_or_default();
+    let mut roles: Vec<&str> = list.iter().filter_map(|r| r["role"].as_str()).collect();
+    roles.sort_unstable();
+    assert_eq!(roles, ["applicant", "mediator"], "recordings: {list:?}");
+    for r in &list {
+        let sha = r["sha256"].as_str().unwrap();
+        let webm = recording(scenic, &case_id, sha, &li);
+        assert_eq!(webm.len() as u64, r["size"].as_u64().unwrap());
+        let check = webm::check(&webm);
+        println!("{} recording: {} bytes, {check:?}", r["role"], webm.len());
+        assert!(
+            webm.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]),
+            "no EBML header"
+        );
+        assert_eq!(check.doc_type, "webm");
+        assert!(check.has_vp8 && check.has_opus, "both tracks: {check:?}");
+        // About 5 s were recorded; generous bounds for a loaded machine.
+        assert!(
+            (2_000..=12_000).contains(&check.duration_ms),
+            "duration {check:?}"
+        );
+        assert!(
+            check.video_blocks > 10 && check.audio_blocks > 50,
+            "{check:?}"
+        );
+    }
+    // Every playback was audited at the room's node (the console's and the test's).
+    let admin = sign_in(scenic, "admin", PASSWORD).unwrap();
+    let (_, audit) = get_json(scenic, "/api/v1/audit?limit=1000", &admin);
+    let plays = audit
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["action"] == "recording.play" && e["target"] == case_id.as_str())
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(plays >= 3, "playbacks audited: {plays} in {audit}");
+
+    // --- The link returns: the bureau prints the same agreement ------------------------------
     let at_room = pdf(scenic, &case_id, &li);
     lm.isolate("scenic-2", false);
     let zhao = sign_in(bureau, "zhao", PASSWORD).unwrap();

@@ -8,6 +8,7 @@
 //! through the SFU core, and what the core outputs is written to subscribers' connections.
 
 mod pc;
+mod record;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -52,6 +53,7 @@ use crate::signal::{ClientMessage, ErrorCode, PeerInfo, ServerMessage, parse_cli
 use crate::token::{Claims, TokenKey, unix_now};
 
 pub use pc::Reachable;
+pub use record::{RecordedFile, TAP_QUEUE, WRITE_CHUNK};
 
 /// Capacity of the command channel into the engine. Signaling is light; a full channel means
 /// the engine is overloaded and the session gets `rate_limited`.
@@ -114,6 +116,19 @@ enum Command {
         session: u64,
     },
     DefineRoom(RoomPolicy),
+    /// Start copying a room's received packets to a recording's writer.
+    Tap {
+        room: String,
+        events: mpsc::Sender<record::TapEvent>,
+    },
+    /// Stop recording a room.
+    Untap {
+        room: String,
+    },
+    /// A recording needs a keyframe of a participant's recorded video layer.
+    TapKeyframe {
+        participant: ParticipantId,
+    },
 }
 
 enum TcpEvent {
@@ -165,6 +180,44 @@ impl MediaHandle {
     pub async fn define_room(&self, policy: RoomPolicy) -> Result<(), Error> {
         self.commands
             .send(Command::DefineRoom(policy))
+            .await
+            .map_err(|_| Error::EngineStopped)
+    }
+
+    /// Record `room`: every publisher in it (now or later) into its own WebM file under `dir`,
+    /// until [`MediaHandle::stop_recording`]. Each finished file is sent to `done`. Recording a
+    /// room already recorded restarts it (its files so far are finished).
+    pub async fn start_recording(
+        &self,
+        room: &str,
+        dir: std::path::PathBuf,
+        done: mpsc::Sender<record::RecordedFile>,
+    ) -> Result<(), Error> {
+        let (events, events_rx) = mpsc::channel(record::TAP_QUEUE);
+        tokio::spawn(record::write_room(
+            room.to_owned(),
+            dir,
+            events_rx,
+            self.commands.clone(),
+            done,
+            self.metrics.clone(),
+        ));
+        self.commands
+            .send(Command::Tap {
+                room: room.to_owned(),
+                events,
+            })
+            .await
+            .map_err(|_| Error::EngineStopped)
+    }
+
+    /// Stop recording `room`; its files are finished and reported. Nothing if it is not
+    /// recorded.
+    pub async fn stop_recording(&self, room: &str) -> Result<(), Error> {
+        self.commands
+            .send(Command::Untap {
+                room: room.to_owned(),
+            })
             .await
             .map_err(|_| Error::EngineStopped)
     }
@@ -296,6 +349,8 @@ pub async fn start(
         dirty: HashSet::new(),
         writable: HashSet::new(),
         timers: BinaryHeap::new(),
+        taps: HashMap::new(),
+        tap_tracks: HashMap::new(),
     };
     info!(%local_addr, advertised = %reachable.udp, ice_tcp = options.ice_tcp, "media engine up");
     let task = tokio::spawn(engine.run(command_rx, tcp_rx));
@@ -430,6 +485,16 @@ struct Conn {
     timeout: Option<Instant>,
 }
 
+/// A track whose packets are copied to a recording.
+struct TapTrack {
+    room: String,
+    participant: ParticipantId,
+    kind: crate::record::TrackKind,
+    /// The one layer recorded (video); 0 for audio.
+    layer: usize,
+    events: mpsc::Sender<record::TapEvent>,
+}
+
 struct Engine {
     udp: UdpSocket,
     reachable: Reachable,
@@ -451,6 +516,10 @@ struct Engine {
     /// Each connection's next timeout, earliest first. An entry is current only while it
     /// equals its connection's `timeout`; others are skipped when they reach the top.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Recorded rooms and their writers.
+    taps: HashMap<String, mpsc::Sender<record::TapEvent>>,
+    /// Tracks copied to a recording.
+    tap_tracks: HashMap<TrackId, TapTrack>,
 }
 
 impl Engine {
@@ -776,6 +845,22 @@ impl Engine {
                     }
                 };
                 let track = entry.track;
+                if let Some(tap) = self.tap_tracks.get(&track)
+                    && tap.layer == layer
+                {
+                    let copy = record::TapEvent::Packet {
+                        participant: tap.participant,
+                        kind: tap.kind,
+                        arrival: now,
+                        seq: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        marker: packet.header.marker,
+                        payload: packet.payload.clone(),
+                    };
+                    if tap.events.try_send(copy).is_err() {
+                        self.metrics.recording_dropped_packets.inc();
+                    }
+                }
                 self.sfu.handle_rtp(
                     now,
                     track,
@@ -872,36 +957,7 @@ impl Engine {
                     self.writable.insert(cid);
                 }
                 Output::KeyframeRequest { track, layer } => {
-                    let Some(publisher) = self.sfu.track_publisher(track) else {
-                        continue;
-                    };
-                    let Some(cid) = self
-                        .sessions
-                        .get(&publisher)
-                        .and_then(|s| s.joined.as_ref())
-                        .and_then(|j| j.publish)
-                    else {
-                        continue;
-                    };
-                    let Some(conn) = self.conns.get_mut(&cid) else {
-                        continue;
-                    };
-                    let ConnRole::Publish { layer_ssrc, .. } = &conn.role else {
-                        continue;
-                    };
-                    let Some(&(receiver_id, media_ssrc)) = layer_ssrc.get(&(track, layer)) else {
-                        continue;
-                    };
-                    if let Some(mut receiver) = conn.pc.rtp_receiver(receiver_id) {
-                        let pli = PictureLossIndication {
-                            sender_ssrc: 0,
-                            media_ssrc,
-                        };
-                        if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
-                            debug!(conn = cid, error = %e, "PLI failed");
-                        }
-                        self.writable.insert(cid);
-                    }
+                    self.request_keyframe(now, track, layer);
                 }
                 Output::LayerSwitched { down, from, to } => {
                     debug!(down = down.0, ?from, to, "layer switch");
@@ -1010,6 +1066,32 @@ impl Engine {
                 self.sessions.remove(&session);
             }
             Command::DefineRoom(policy) => self.rooms.define(policy),
+            Command::Tap { room, events } => {
+                self.tap_tracks.retain(|_, t| t.room != room);
+                self.taps.insert(room.clone(), events);
+                let members: Vec<ParticipantId> = self.sfu.room_members(&room).to_vec();
+                for member in members {
+                    self.tap_participant(member);
+                }
+            }
+            Command::Untap { room } => {
+                // Dropping the last sender lets the writer finish its files.
+                self.taps.remove(&room);
+                self.tap_tracks.retain(|_, t| t.room != room);
+            }
+            Command::TapKeyframe { participant } => {
+                let video: Vec<(TrackId, usize)> = self
+                    .tap_tracks
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.participant == participant && t.kind == crate::record::TrackKind::Video
+                    })
+                    .map(|(track, t)| (*track, t.layer))
+                    .collect();
+                for (track, layer) in video {
+                    self.request_keyframe(now, track, layer);
+                }
+            }
             Command::Client { session, msg } => {
                 if let Err(err) = self.client(now, session, msg) {
                     self.send(session, ServerMessage::from(&err));
@@ -1338,6 +1420,7 @@ impl Engine {
         {
             joined.publish = Some(cid);
         }
+        self.tap_participant(session);
         // Tell the room.
         if let Some(info) = self.peer_info(session) {
             let members: Vec<ParticipantId> = self.sfu.room_members(&room).to_vec();
@@ -1480,6 +1563,109 @@ impl Engine {
         self.writable.remove(&cid);
     }
 
+    /// Sends a PLI to the publisher of `track` for one of its layers.
+    fn request_keyframe(&mut self, now: Instant, track: TrackId, layer: usize) {
+        let Some(publisher) = self.sfu.track_publisher(track) else {
+            return;
+        };
+        let Some(cid) = self
+            .sessions
+            .get(&publisher)
+            .and_then(|s| s.joined.as_ref())
+            .and_then(|j| j.publish)
+        else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        let ConnRole::Publish { layer_ssrc, .. } = &conn.role else {
+            return;
+        };
+        let Some(&(receiver_id, media_ssrc)) = layer_ssrc.get(&(track, layer)) else {
+            return;
+        };
+        if let Some(mut receiver) = conn.pc.rtp_receiver(receiver_id) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
+            if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                debug!(conn = cid, error = %e, "PLI failed");
+            }
+            self.writable.insert(cid);
+        }
+    }
+
+    /// If the participant's room is recorded, copies its published tracks to the recording
+    /// from now on (a new file: it published again).
+    fn tap_participant(&mut self, session: u64) {
+        let Some(joined) = self.sessions.get(&session).and_then(|s| s.joined.as_ref()) else {
+            return;
+        };
+        let Some(events) = self.taps.get(&joined.room).cloned() else {
+            return;
+        };
+        let Some(conn) = joined.publish.and_then(|cid| self.conns.get(&cid)) else {
+            return;
+        };
+        let ConnRole::Publish { audio, video, .. } = &conn.role else {
+            return;
+        };
+        let room = joined.room.clone();
+        let sub = joined.sub.clone();
+        let mut tracks = Vec::new();
+        if let Some(track) = audio {
+            tracks.push((*track, crate::record::TrackKind::Audio, 0));
+        }
+        if let Some((track, rids)) = video {
+            let layer = record::recorded_layer(rids.len());
+            tracks.push((*track, crate::record::TrackKind::Video, layer));
+        }
+        let announce = record::TapEvent::Publishing {
+            participant: session,
+            sub,
+            audio: audio.is_some(),
+            video: video.is_some(),
+        };
+        if events.try_send(announce).is_err() {
+            self.metrics.recording_dropped_packets.inc();
+            return;
+        }
+        self.tap_tracks.retain(|_, t| t.participant != session);
+        for (track, kind, layer) in tracks {
+            let tap = TapTrack {
+                room: room.clone(),
+                participant: session,
+                kind,
+                layer,
+                events: events.clone(),
+            };
+            self.tap_tracks.insert(track, tap);
+        }
+    }
+
+    /// The participant no longer publishes in a recorded room: its file ends.
+    fn untap_participant(&mut self, session: u64) {
+        let mut events = None;
+        self.tap_tracks.retain(|_, t| {
+            if t.participant == session {
+                events = Some(t.events.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if let Some(events) = events {
+            let gone = record::TapEvent::Gone {
+                participant: session,
+            };
+            if events.try_send(gone).is_err() {
+                self.metrics.recording_dropped_packets.inc();
+            }
+        }
+    }
+
     fn leave(&mut self, session: u64) {
         let Some(joined) = self
             .sessions
@@ -1489,6 +1675,7 @@ impl Engine {
             return;
         };
         info!(session, room = %joined.room, "left");
+        self.untap_participant(session);
         for cid in joined.publish.into_iter().chain(joined.subs.into_values()) {
             self.close_conn(cid);
         }

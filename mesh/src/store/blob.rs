@@ -6,8 +6,10 @@
 //! copy is detected by hashing it again ([`Store::blob_verify`]).
 
 use std::fs;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
 
 use super::Store;
 use crate::Error;
@@ -50,6 +52,43 @@ impl Store {
             .and_then(|d| d.sync_all())
             .map_err(|e| err("cannot flush the blob dir", e))?;
         Ok(hash)
+    }
+
+    /// Moves the file at `source` (on the same file system as the data dir, e.g. a finished
+    /// recording under it) into the blob store without reading it into memory; returns its
+    /// SHA-256 (hex) and size once it is durable. A blob already held is kept and `source`
+    /// removed.
+    pub fn blob_put_file(&self, source: &Path) -> Result<(String, u64), Error> {
+        let err = |what: &str, e: std::io::Error| Error::Store {
+            path: self.path.clone(),
+            reason: format!("blob from {}: {what}: {e}", source.display()),
+        };
+        let mut file = fs::File::open(source).map_err(|e| err("cannot open", e))?;
+        file.sync_all().map_err(|e| err("cannot flush", e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| err("cannot read", e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        let hash = hex(&hasher.finalize());
+        let dir = self.blob_dir();
+        let path = dir.join(&hash);
+        if path.exists() {
+            fs::remove_file(source).map_err(|e| err("cannot remove", e))?;
+            return Ok((hash, size));
+        }
+        fs::create_dir_all(&dir).map_err(|e| err("cannot create the blob dir", e))?;
+        fs::rename(source, &path).map_err(|e| err("cannot move into place", e))?;
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("cannot flush the blob dir", e))?;
+        Ok((hash, size))
     }
 
     /// The bytes of blob `hash`, if this node holds it.
@@ -95,5 +134,24 @@ mod tests {
         assert_eq!(store.blob_get("../../etc/passwd").unwrap(), None);
         std::fs::write(store.blob_path(&hash).unwrap(), b"tampered").unwrap();
         assert!(!store.blob_verify(&hash).unwrap());
+    }
+
+    #[test]
+    fn a_file_moves_into_the_store_under_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let source = dir.path().join("recording.webm");
+        let bytes = vec![7u8; 200_000];
+        std::fs::write(&source, &bytes).unwrap();
+        let (hash, size) = store.blob_put_file(&source).unwrap();
+        assert_eq!(size, 200_000);
+        assert!(!source.exists());
+        assert_eq!(store.blob_get(&hash).unwrap().unwrap(), bytes);
+        assert!(store.blob_verify(&hash).unwrap());
+        // The same content again: kept once, the new copy removed.
+        std::fs::write(&source, &bytes).unwrap();
+        assert_eq!(store.blob_put_file(&source).unwrap(), (hash, 200_000));
+        assert!(!source.exists());
+        assert!(store.blob_put_file(&source).is_err());
     }
 }

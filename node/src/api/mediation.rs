@@ -165,7 +165,7 @@ fn mesh(node: &Node) -> Result<huiyan_mesh::replica::Mesh, Problem> {
 }
 
 /// Appends a record and waits until the views hold it.
-async fn write(
+pub(crate) async fn write(
     node: &Arc<Node>,
     scope: &str,
     kind: &str,
@@ -184,7 +184,13 @@ async fn write(
     Ok(())
 }
 
-async fn audit_event(node: &Node, who: &str, action: &str, target: &str, from: ClientAddr) {
+pub(crate) async fn audit_event(
+    node: &Node,
+    who: &str,
+    action: &str,
+    target: &str,
+    from: ClientAddr,
+) {
     if let Some(mesh) = node.mesh.get() {
         let event = Event {
             who: who.to_owned(),
@@ -1136,7 +1142,7 @@ async fn list_cases(
     Ok(Json(list))
 }
 
-fn case_for(node: &Node, staff: &Staff, id: &str) -> Result<Case, Problem> {
+pub(crate) fn case_for(node: &Node, staff: &Staff, id: &str) -> Result<Case, Problem> {
     let case = node
         .views
         .mediation()
@@ -1291,8 +1297,6 @@ async fn update_case(
         case.parties.sort_by_key(|p| p.role);
     }
     if let Some(on) = change.recording {
-        // TODO(#6): the SFU writes the session to WebM files while this flag is on; until the
-        // recorder lands the flag is shown to everyone but nothing is recorded.
         case.recording = on;
     }
     if let Some(pc) = change.place {
@@ -1304,6 +1308,10 @@ async fn update_case(
         party.place = pc.place;
     }
     write(&node, &case.scope, mediation::KIND_CASE, &case).await?;
+    if let Some(on) = change.recording {
+        // The flag is shown to everyone from the record; the SFU records while it is on.
+        crate::api::recording::switch(&node, &case, on).await?;
+    }
     Ok(Json(case_view(&node, case)))
 }
 
@@ -1612,7 +1620,13 @@ async fn end_session(
     Mediator(staff): Mediator,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let case = case_for(&node, &staff, &id)?;
+    let mut case = case_for(&node, &staff, &id)?;
+    if case.recording {
+        // The session ends, and its recording with it.
+        case.recording = false;
+        write(&node, &case.scope, mediation::KIND_CASE, &case).await?;
+    }
+    crate::api::recording::switch(&node, &case, false).await?;
     if let Some(call) = case.call.clone() {
         let state = CallStateRecord {
             call,

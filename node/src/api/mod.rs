@@ -7,6 +7,7 @@ mod accounts;
 mod media;
 pub mod mediation;
 pub mod problem;
+pub mod recording;
 mod records;
 mod site;
 
@@ -34,4 +35,5 @@ pub fn router() -> OpenApiRouter<Arc<Node>> {
         .merge(records::routes())
         .merge(media::routes())
         .merge(mediation::routes())
+        .merge(recording::routes())
 }

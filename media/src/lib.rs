@@ -31,6 +31,7 @@
 pub mod driver;
 pub mod metrics;
 pub mod mux;
+pub mod relay;
 pub mod room;
 pub mod sfu;
 pub mod signal;

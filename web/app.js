@@ -1,5 +1,6 @@
 // The node's status page: who this site is, whether it is healthy, and the sites of its roster.
 import { TEXT, currentLang, setLang } from "./i18n.js";
+import { renderLinks } from "./links.js";
 
 let lang = currentLang();
 let last = null;
@@ -18,6 +19,7 @@ function applyLang() {
     b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
   }
   if (last) render(last);
+  renderLinks(lang);
 }
 
 function duration(seconds) {

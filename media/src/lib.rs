@@ -78,6 +78,18 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The home site of a room did not answer in time.
+    #[error("the home site of room `{room}` cannot be reached now; try again in a moment")]
+    RoomUnreachable {
+        /// The room.
+        room: String,
+    },
+    /// The relay between sites could not start.
+    #[error("media relay: {reason}")]
+    Relay {
+        /// What went wrong.
+        reason: String,
+    },
     /// The media engine task has stopped.
     #[error("the media engine has stopped")]
     EngineStopped,

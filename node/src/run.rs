@@ -90,7 +90,9 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    let media = runtime.block_on(crate::api::start_media(&config, &metrics))?;
+    let media = runtime.block_on(crate::api::start_media(
+        &config, &roster, &keypair, &metrics,
+    ))?;
     let node = Arc::new(Node {
         config,
         roster,

@@ -8,6 +8,7 @@
 //! through the SFU core, and what the core outputs is written to subscribers' connections.
 
 mod pc;
+mod relay;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -41,6 +42,8 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::metrics::MediaMetrics;
 use crate::mux::Demux;
+use crate::relay::core::{LinkReport, RelayConfig};
+use crate::relay::net::{NetEvent, RelayOptions};
 use crate::room::{RoomPolicy, Rooms};
 use crate::sfu::codec::VideoCodec;
 use crate::sfu::{
@@ -82,8 +85,10 @@ pub struct MediaOptions {
     pub ice_tcp: bool,
     /// Tuning of the SFU core.
     pub sfu: SfuConfig,
-    /// Rooms of this node.
+    /// Rooms of this node (global ids, `site/room`).
     pub rooms: Vec<RoomPolicy>,
+    /// The relay between sites; `None` runs the node alone.
+    pub relay: Option<RelayOptions>,
 }
 
 impl MediaOptions {
@@ -95,6 +100,7 @@ impl MediaOptions {
             ice_tcp: true,
             sfu: SfuConfig::default(),
             rooms: Vec::new(),
+            relay: None,
         }
     }
 }
@@ -112,6 +118,13 @@ enum Command {
         session: u64,
     },
     DefineRoom(RoomPolicy),
+    LookupRoom {
+        room: String,
+        reply: oneshot::Sender<Option<RoomPolicy>>,
+    },
+    Links {
+        reply: oneshot::Sender<Vec<LinkReport>>,
+    },
 }
 
 enum TcpEvent {
@@ -165,6 +178,40 @@ impl MediaHandle {
             .send(Command::DefineRoom(policy))
             .await
             .map_err(|_| Error::EngineStopped)
+    }
+
+    /// The policy of `room` (global id): of this node, or learned from the room's home site
+    /// over the relay (which may take a round trip). `None` when the home has no such room;
+    /// [`Error::RoomUnreachable`] when no answer came within `within`.
+    pub async fn resolve_room(
+        &self,
+        room: &str,
+        within: Duration,
+    ) -> Result<Option<RoomPolicy>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::LookupRoom {
+                room: room.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::EngineStopped)?;
+        match tokio::time::timeout(within, answer).await {
+            Ok(answer) => answer.map_err(|_| Error::EngineStopped),
+            Err(_) => Err(Error::RoomUnreachable {
+                room: room.to_owned(),
+            }),
+        }
+    }
+
+    /// The relay's links to other sites, for the API and the status page.
+    pub async fn relay_links(&self) -> Result<Vec<LinkReport>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Links { reply })
+            .await
+            .map_err(|_| Error::EngineStopped)?;
+        answer.await.map_err(|_| Error::EngineStopped)
     }
 
     /// Open a signaling session (one per WebSocket).
@@ -272,9 +319,19 @@ pub async fn start(
     }
     let tokens = Arc::new(TokenKey::random());
     let mut rooms = Rooms::new();
-    for policy in options.rooms {
-        rooms.define(policy);
+    for policy in &options.rooms {
+        rooms.define(policy.clone());
     }
+    let (relay, relay_rx) = match options.relay {
+        Some(relay) => {
+            let config = RelayConfig::new(relay.site.clone(), relay.hub.clone(), relay.uplink_kbps);
+            let (net, events) = crate::relay::net::start(relay)?;
+            let mut state = relay::RelayState::new(config, net);
+            state.define_rooms(&options.rooms);
+            (Some(state), Some(events))
+        }
+        None => (None, None),
+    };
     let engine = Engine {
         udp,
         reachable,
@@ -291,6 +348,8 @@ pub async fn start(
         last_stats: SfuStats::default(),
         dirty: HashSet::new(),
         writable: HashSet::new(),
+        relay,
+        relay_rx,
     };
     info!(%local_addr, advertised = %reachable.udp, ice_tcp = options.ice_tcp, "media engine up");
     let task = tokio::spawn(engine.run(command_rx, tcp_rx));
@@ -423,6 +482,9 @@ struct Engine {
     dirty: HashSet<ConnId>,
     /// Connections that may have datagrams to send.
     writable: HashSet<ConnId>,
+    /// The relay between sites (see `relay.rs`), when the node has one.
+    relay: Option<relay::RelayState>,
+    relay_rx: Option<mpsc::Receiver<NetEvent>>,
 }
 
 impl Engine {
@@ -462,6 +524,9 @@ impl Engine {
                     self.command(Instant::now(), command);
                 }
                 Some(event) = tcp.recv() => self.tcp_event(Instant::now(), event),
+                Some(event) = relay::recv_net(self.relay_rx.as_mut()) => {
+                    self.relay_event(Instant::now(), event);
+                }
                 () = sleep => {}
             }
 
@@ -482,6 +547,9 @@ impl Engine {
     fn next_deadline(&mut self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let mut deadline = self.sfu.poll_timeout().unwrap_or(far);
+        if let Some(t) = self.relay_deadline() {
+            deadline = deadline.min(t);
+        }
         for conn in self.conns.values_mut() {
             if let Some(t) = conn.pc.poll_timeout() {
                 deadline = deadline.min(t);
@@ -500,6 +568,7 @@ impl Engine {
             }
         }
         self.sfu.handle_timeout(now);
+        self.relay_timeouts(now);
     }
 
     fn next_id(&mut self) -> u64 {
@@ -714,18 +783,15 @@ impl Engine {
                     }
                 };
                 let track = entry.track;
-                self.sfu.handle_rtp(
-                    now,
-                    track,
-                    layer,
-                    InPacket {
-                        ssrc: packet.header.ssrc,
-                        sequence_number: packet.header.sequence_number,
-                        timestamp: packet.header.timestamp,
-                        marker: packet.header.marker,
-                        payload: packet.payload,
-                    },
-                );
+                let packet = InPacket {
+                    ssrc: packet.header.ssrc,
+                    sequence_number: packet.header.sequence_number,
+                    timestamp: packet.header.timestamp,
+                    marker: packet.header.marker,
+                    payload: packet.payload,
+                };
+                self.relay_local_rtp(now, track, layer, &packet);
+                self.sfu.handle_rtp(now, track, layer, packet);
             }
             (RTCMessage::RtcpPacket(track_id, packets), ConnRole::Subscribe { by_track, .. }) => {
                 let Some(&down) = by_track.get(&track_id) else {
@@ -810,6 +876,9 @@ impl Engine {
                     self.writable.insert(cid);
                 }
                 Output::KeyframeRequest { track, layer } => {
+                    if self.relay_keyframe(now, track, layer) {
+                        continue; // a remote publisher: asked through the relay
+                    }
                     let Some(publisher) = self.sfu.track_publisher(track) else {
                         continue;
                     };
@@ -852,7 +921,8 @@ impl Engine {
     }
 
     /// Every second: estimates into the SFU, quality reports, metrics.
-    fn tick(&mut self, _now: Instant) {
+    fn tick(&mut self, now: Instant) {
+        self.relay_tick(now);
         let mut reports = Vec::new();
         for (id, conn) in &self.conns {
             let ConnRole::Subscribe {
@@ -944,12 +1014,26 @@ impl Engine {
             Command::Close { session } => {
                 self.leave(session);
                 self.sessions.remove(&session);
+                self.relay_update_wants(now);
+                self.relay_flush(now);
             }
-            Command::DefineRoom(policy) => self.rooms.define(policy),
+            Command::DefineRoom(policy) => {
+                if let Some(r) = self.relay.as_mut() {
+                    r.define_rooms(std::slice::from_ref(&policy));
+                }
+                self.rooms.define(policy);
+            }
+            Command::LookupRoom { room, reply } => self.relay_lookup(now, room, reply),
+            Command::Links { reply } => {
+                let _ = reply.send(self.relay_report(now));
+            }
             Command::Client { session, msg } => {
                 if let Err(err) = self.client(now, session, msg) {
                     self.send(session, ServerMessage::from(&err));
                 }
+                // Subscriptions change what remote sites must send here.
+                self.relay_update_wants(now);
+                self.relay_flush(now);
             }
         }
     }
@@ -1096,6 +1180,8 @@ impl Engine {
         }
         let may_publish = self.rooms.check_publish(&claims.room, session).is_ok();
         info!(session, room = %claims.room, role = ?claims.role, "joined");
+        let now = Instant::now();
+        self.relay_join(now, &claims.room, session, &claims.sub, claims.role);
         self.send(
             session,
             ServerMessage::Joined {
@@ -1111,6 +1197,9 @@ impl Engine {
     }
 
     fn peer_info(&self, participant: ParticipantId) -> Option<PeerInfo> {
+        if let Some(info) = self.relay_peer_info(participant) {
+            return Some(info);
+        }
         let tracks = self.sfu.tracks_of(participant);
         if tracks.is_empty() {
             return None;
@@ -1126,6 +1215,7 @@ impl Engine {
             sub,
             audio: tracks.iter().any(|(_, k)| *k == Kind::Audio),
             video: tracks.iter().any(|(_, k)| matches!(k, Kind::Video(_))),
+            site: None,
         })
     }
 
@@ -1208,6 +1298,7 @@ impl Engine {
             self.close_conn(old);
             for (track, _) in self.sfu.tracks_of(session) {
                 self.sfu.unpublish(track);
+                self.relay_unpublish(now, track);
             }
         }
         let media = pc::offered_media(sdp);
@@ -1249,6 +1340,10 @@ impl Engine {
         } else {
             None
         };
+        let published: Vec<TrackId> = audio
+            .into_iter()
+            .chain(video.as_ref().map(|(t, _)| *t))
+            .collect();
         let role = ConnRole::Publish {
             audio,
             video,
@@ -1271,6 +1366,12 @@ impl Engine {
             .and_then(|s| s.joined.as_mut())
         {
             joined.publish = Some(cid);
+        }
+        // Other sites in the room learn of the tracks.
+        for track in published {
+            if let Some(spec) = self.sfu.track_spec(track).cloned() {
+                self.relay_publish(now, &room, session, track, &spec);
+            }
         }
         // Tell the room.
         if let Some(info) = self.peer_info(session) {
@@ -1360,6 +1461,7 @@ impl Engine {
         {
             joined.subs.insert(publisher, cid);
         }
+        self.relay_subscribed(session, publisher);
         Ok(())
     }
 
@@ -1428,6 +1530,7 @@ impl Engine {
         }
         // Subscribers of this participant lose their connection to it.
         let members: Vec<ParticipantId> = self.sfu.room_members(&joined.room).to_vec();
+        self.relay_leave(Instant::now(), &joined.room, session);
         self.sfu.leave(session);
         self.rooms.release(&joined.room, session);
         for member in members.into_iter().filter(|m| *m != session) {

@@ -8,5 +8,6 @@ pub mod budget;
 pub mod core;
 pub mod fec;
 pub mod link;
+pub mod net;
 pub mod tls;
 pub mod wire;

@@ -5,6 +5,7 @@
 
 mod media;
 mod records;
+mod relay;
 mod site;
 
 use std::sync::Arc;
@@ -29,4 +30,5 @@ pub fn router() -> OpenApiRouter<Arc<Node>> {
         .merge(site::routes())
         .merge(records::routes())
         .merge(media::routes())
+        .merge(relay::routes())
 }

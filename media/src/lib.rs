@@ -9,9 +9,11 @@
 //!   every WebRTC session, webrtc-rs `rtc` peer connections, and the SFU core.
 //! - [`mux`]: which session a datagram on the shared port belongs to.
 //! - [`metrics`]: the counters exported on the node's `/metrics`.
+//! - [`relay`]: the media relay between sites over quinn (rooms across sites, one copy per
+//!   link, budget, FEC and NACK, outages); its sans-IO core lives beside the SFU in the engine.
 //!
 //! See `docs/media.md` for how webrtc-rs 0.21 is used and why the driver speaks to its sans-IO
-//! core directly.
+//! core directly, and `docs/relay.md` for the relay.
 //!
 //! # Limitations
 //!
@@ -26,7 +28,16 @@
 //!   site config names an advertised address. TODO(#4).
 //! - The engine is one task that polls every connection's timer each turn; fine for tens of
 //!   connections. TODO(#4): a timer heap, and a benchmark (`bench-sfu`) to size it.
-//! - The inter-site relay over quinn and recording are not built yet (other issues).
+//! - Recording is not built yet (another issue).
+//! - The relay's tree is rooted at each room's home site: members at two other sites reach
+//!   each other through the home, and a room whose home nobody can reach is unreachable.
+//!   TODO(#5)
+//! - Any roster site may attach to any room; correction rooms should only be reachable from
+//!   sites allowed that office's correction scope. TODO(#5)
+//! - The layer wanted across a relay link is the highest any local subscriber's size allows,
+//!   not its bandwidth. TODO(#5)
+//! - Room limits count members of every site, but simultaneous joins at two sites can pass a
+//!   limit by one. TODO(#5)
 
 pub mod driver;
 pub mod metrics;

@@ -72,6 +72,8 @@ pub struct MediaMetrics {
     pub relay_nacked: Family<LinkLabel, Counter>,
     /// Relay: packets given up on.
     pub relay_lost: Family<LinkLabel, Counter>,
+    /// Relay: datagrams dropped unsent because quinn's send queue was full.
+    pub relay_send_drops: Family<LinkLabel, Counter>,
     /// Relay: handshakes refused because the peer was not the roster site expected.
     pub relay_refused: Counter,
 }
@@ -183,7 +185,12 @@ impl MediaMetrics {
             "Fraction of packets lost on the relay link (last 2 s)",
             self.relay_loss_ratio.clone(),
         );
-        let counters: [(&str, &str, &Family<LinkLabel, Counter>); 4] = [
+        let counters: [(&str, &str, &Family<LinkLabel, Counter>); 5] = [
+            (
+                "relay_send_drops",
+                "Relay datagrams dropped unsent: the link's send queue was full",
+                &self.relay_send_drops,
+            ),
             (
                 "relay_recovered_packets",
                 "Relayed packets rebuilt from parity",

@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use huiyan_mesh::identity::generate_key_file;
 
+pub mod browser;
 pub mod links;
+pub mod relay;
+pub mod synth;
 
 /// The `huiyan` binary under test.
 pub fn huiyan_bin() -> PathBuf {

@@ -139,9 +139,14 @@ impl Engine {
                     lost_packets: stats.path.lost_packets,
                     lost_bytes: stats.path.lost_bytes,
                     rtt: stats.path.rtt,
+                    cwnd: stats.path.cwnd,
                 };
                 let max = link.conn.max_datagram_size().unwrap_or(1200);
                 r.core.path_sample(now, site, sample, max);
+                if let Some(budget) = r.core.link_budget(site) {
+                    link.floor_bps
+                        .store(budget, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         self.relay_flush(now);
@@ -203,10 +208,17 @@ impl Engine {
                     }
                 }
                 Output::Datagram { to, data } => {
-                    if let Some(link) = r.links.get(&to)
-                        && let Err(e) = link.conn.send_datagram(data)
-                    {
-                        debug!(peer = %to, error = %e, "relay datagram not sent");
+                    if let Some(link) = r.links.get(&to) {
+                        // quinn drops the oldest queued datagram to make room: count it.
+                        if link.conn.datagram_send_buffer_space() < data.len() {
+                            self.metrics
+                                .relay_send_drops
+                                .get_or_create(&vec![("peer".to_owned(), to.clone())])
+                                .inc();
+                        }
+                        if let Err(e) = link.conn.send_datagram(data) {
+                            debug!(peer = %to, error = %e, "relay datagram not sent");
+                        }
                     }
                 }
                 Output::Room { room, policy } => {
@@ -540,6 +552,8 @@ impl Engine {
     }
 
     /// How far local subscribers want each remote stream, for the core.
+    // TODO(#5): by the size subscribers asked for, not by their bandwidth: a link may carry a
+    // layer nobody behind it can use.
     pub(super) fn relay_update_wants(&mut self, now: Instant) {
         let Some(r) = self.relay.as_mut() else {
             return;

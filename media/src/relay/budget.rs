@@ -66,6 +66,9 @@ impl Default for BudgetConfig {
     }
 }
 
+/// Samples in a row (at 250 ms) with a grown RTT before it counts as a queue: 750 ms.
+const QUEUED_SAMPLES: u32 = 3;
+
 /// Cumulative path counters of one QUIC connection, as quinn reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PathSample {
@@ -79,6 +82,8 @@ pub struct PathSample {
     pub lost_bytes: u64,
     /// Smoothed round-trip time.
     pub rtt: Duration,
+    /// quinn's congestion window, bytes.
+    pub cwnd: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +110,8 @@ pub struct Estimator {
     delivered_bps: u64,
     loss: f64,
     rtt: Duration,
+    /// Consecutive samples whose RTT was over the queueing threshold.
+    queued_samples: u32,
 }
 
 impl Estimator {
@@ -122,6 +129,7 @@ impl Estimator {
             next_probe: None,
             sent_bps: 0,
             delivered_bps: 0,
+            queued_samples: 0,
             loss: 0.0,
             rtt: Duration::ZERO,
         }
@@ -145,6 +153,17 @@ impl Estimator {
     /// Smoothed RTT of the last sample.
     pub fn rtt(&self) -> Duration {
         self.rtt
+    }
+
+    /// quinn's own view of the link: its congestion window over the RTT, bit/s.
+    pub fn quinn_bps(&self) -> u64 {
+        let sample = self.samples.back().map(|(_, s)| *s).unwrap_or_default();
+        let rtt = sample.rtt.as_secs_f64();
+        if rtt > 0.0 {
+            (sample.cwnd as f64 * 8.0 / rtt) as u64
+        } else {
+            0
+        }
     }
 
     /// The lowest RTT of the last 30 s.
@@ -217,10 +236,13 @@ impl Estimator {
             }
         }
 
-        // Congestion: a queue building, or loss well beyond a lossy link's usual.
-        let queueing = self
+        // Congestion: a queue that lasts (a keyframe's burst queues for a moment and drains;
+        // overload keeps the queue full), or loss well beyond a lossy link's usual.
+        let over = self
             .base_rtt()
             .is_some_and(|base| sample.rtt > base + self.config.queue_delay.max(base / 4));
+        self.queued_samples = if over { self.queued_samples + 1 } else { 0 };
+        let queueing = self.queued_samples >= QUEUED_SAMPLES;
         let lossy = significant && self.loss > self.config.congestion_loss;
         if queueing || lossy {
             self.last_congestion = Some(now);
@@ -556,6 +578,29 @@ mod tests {
             est.estimate_bps(u64::MAX)
         );
         assert!((0.02..0.04).contains(&est.loss()), "{}", est.loss());
+    }
+
+    #[test]
+    fn keyframe_bursts_are_not_congestion() {
+        let mut clock = Clock(Instant::now());
+        let mut est = Estimator::new(BudgetConfig::default());
+        let mut link = path(2_000_000, 0.03);
+        for i in 0..120 {
+            if i % 8 == 0 {
+                link.queue_bits += 400_000.0; // a 50 KB keyframe: 200 ms of queue
+            }
+            let now = clock.tick(250);
+            est.on_sample(
+                now,
+                link.step(Duration::from_millis(250), 800_000),
+                1_740_000,
+            );
+        }
+        assert!(
+            est.estimate_bps(u64::MAX) >= 800_000,
+            "{}",
+            est.estimate_bps(u64::MAX)
+        );
     }
 
     #[test]

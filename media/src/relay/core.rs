@@ -26,7 +26,7 @@ use bytes::Bytes;
 use tracing::{debug, info};
 
 use super::budget::{Allocator, BudgetConfig, Estimator, PathSample, Unit, share};
-use super::fec::{FecEncoder, FecPacket, group_size};
+use super::fec::{FecEncoder, FecPacket, protection};
 use super::link::{Kept, RxLayer, RxStats, SendBuffer};
 use super::wire::{
     Control, Datagram, MEDIA_HEADER, MediaHeader, Member, MemberId, Reassembly, StreamId,
@@ -50,8 +50,10 @@ const SEND_BUFFER: usize = 512;
 const FAST_TICK: Duration = Duration::from_millis(20);
 /// How often budgets, routes and holds are reviewed.
 const SLOW_TICK: Duration = Duration::from_millis(250);
-/// A parity group of a slow layer closes after this long.
-const FEC_MAX_WAIT: Duration = Duration::from_millis(40);
+/// A parity group of a slow layer closes after this long. 100 ms: a 500 kbit/s layer fills a
+/// group of six to eight, so two parities can cover it; a rebuilt packet is at most this late,
+/// under the 150 ms a video frame may be late before it counts as a freeze.
+const FEC_MAX_WAIT: Duration = Duration::from_millis(100);
 /// Keyframe requests per stream layer are forwarded at most this often.
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 /// Most streams with wants remembered (a neighbour naming unknown streams cannot grow it).
@@ -280,7 +282,8 @@ struct Link {
     rx: HashMap<(u32, u8), RxLayer>,
     rx_stats: RxStats,
     fec: HashMap<(u32, u8), FecEncoder>,
-    fec_k: Option<usize>,
+    /// Packets per group and parity packets per group, when FEC is on.
+    protection: Option<(usize, usize)>,
     reassembly: Reassembly,
     frag_id: u16,
     max_datagram: usize,
@@ -327,7 +330,7 @@ impl Link {
             rx: HashMap::new(),
             rx_stats: previous.map(|p| p.rx_stats).unwrap_or_default(),
             fec: HashMap::new(),
-            fec_k: None,
+            protection: None,
             reassembly: Reassembly::default(),
             frag_id: 0,
             max_datagram: 1200,
@@ -349,6 +352,10 @@ struct RoomState {
     /// Remote members and the neighbour each was learned from.
     remote: BTreeMap<MemberId, (String, Member)>,
     interest_until: Option<Instant>,
+    /// Whether our view of the rest of the tree is complete: always at the home, elsewhere once
+    /// the upstream has sent its snapshot. Until then we send no snapshot downstream (an empty
+    /// one would make the children drop members they hold).
+    synced: bool,
 }
 
 /// A stream as the status page shows it.
@@ -382,12 +389,15 @@ pub struct LinkReport {
     pub estimate_bps: u64,
     /// What the link sent over the last second (quinn's UDP bytes), bit/s.
     pub sent_bps: u64,
+    /// quinn's congestion window over its RTT, bit/s (BBR's own estimate, floored at the
+    /// budget).
+    pub quinn_bps: u64,
     /// Smoothed round trip, ms.
     pub rtt_ms: f64,
     /// Fraction of packets lost (quinn's count over the last 2 s).
     pub loss: f64,
-    /// Packets per parity packet, when FEC is on.
-    pub fec_group: Option<usize>,
+    /// Packets per FEC group and parity packets per group, when FEC is on.
+    pub fec: Option<(usize, usize)>,
     /// Whether a bandwidth probe is under way.
     pub probing: bool,
     /// Streams sent to the remote site.
@@ -494,6 +504,16 @@ impl Relay {
             track,
         };
         self.wants.get(&id).is_some_and(|w| !w.is_empty())
+    }
+
+    /// The budget of the link to `site`, bit/s (its capacity estimate within the site share):
+    /// the congestion window of its QUIC connection is kept large enough for it.
+    pub fn link_budget(&self, site: &str) -> Option<u64> {
+        let link = self.links.get(site)?;
+        Some(
+            link.est
+                .estimate_bps(link.cap_bps.max(self.config.budget.min_bps)),
+        )
     }
 
     /// A policy known for a remote room.
@@ -730,6 +750,11 @@ impl Relay {
             link.carried_out.clear();
             link.rx.clear();
         }
+        for r in self.rooms.values_mut() {
+            if r.upstream.as_deref() == Some(site) {
+                r.synced = false;
+            }
+        }
         // Its wants lapse (it sends them again when it returns); ours towards it must be
         // sent again then.
         let ids: Vec<StreamId> = self.wants.keys().cloned().collect();
@@ -775,7 +800,7 @@ impl Relay {
         link.est.on_sample(now, sample, cap);
         // Parity answers random loss; loss from overload would only grow with more packets.
         if !link.est.congested_within(now, Duration::from_secs(3)) {
-            link.fec_k = group_size(link.est.loss());
+            link.protection = protection(link.est.loss());
         }
         link.max_datagram = max_datagram.max(200);
     }
@@ -1002,9 +1027,10 @@ impl Relay {
                     cap_bps: link.cap_bps,
                     estimate_bps: link.est.estimate_bps(self.site_bps()),
                     sent_bps: link.est.sent_bps(),
+                    quinn_bps: link.est.quinn_bps(),
                     rtt_ms: link.est.rtt().as_secs_f64() * 1000.0,
                     loss: link.est.loss(),
-                    fec_group: link.fec_k,
+                    fec: link.protection,
                     probing: link.est.probe_bps(now) > 0,
                     sending,
                     receiving: sorted(receiving),
@@ -1050,6 +1076,7 @@ impl Relay {
         let home = split_room(room)
             .map(|(h, _)| h.to_owned())
             .unwrap_or_else(|| self.config.site.clone());
+        let synced = home == self.config.site;
         self.rooms
             .entry(room.to_owned())
             .or_insert_with(|| RoomState {
@@ -1059,6 +1086,7 @@ impl Relay {
                 local: BTreeMap::new(),
                 remote: BTreeMap::new(),
                 interest_until: None,
+                synced,
             })
     }
 
@@ -1101,6 +1129,8 @@ impl Relay {
     }
 
     /// Choose the room's upstream, attach or detach as needed; drop the room without interest.
+    // TODO(#5): the tree is rooted at the home: two other sites talk through it even when they
+    // could reach each other, and a room whose home nobody reaches is unreachable.
     fn review_room(&mut self, now: Instant, room: &str) {
         let Some(r) = self.rooms.get(room) else {
             return;
@@ -1136,6 +1166,11 @@ impl Relay {
         }
         let home = r.home.clone();
         let current = r.upstream.clone();
+        // The home counts as unreachable from the moment we need it and have no link: a dial
+        // through a dead link only times out later.
+        if !self.link_up_to(&home) {
+            self.failing.entry(home.clone()).or_insert(now);
+        }
         let chosen = if self.link_up_to(&home) {
             Some(home.clone())
         } else if self.needs_hub(now, &home)
@@ -1165,6 +1200,7 @@ impl Relay {
         info!(room, upstream = ?chosen, "relay route");
         if let Some(r) = self.rooms.get_mut(room) {
             r.upstream = chosen.clone();
+            r.synced = false;
         }
         // Streams from the old upstream now come through the new one.
         for s in self.streams.values_mut() {
@@ -1210,6 +1246,8 @@ impl Relay {
         }
     }
 
+    // TODO(#5): any roster site may attach; a correction room should refuse sites that may not
+    // hold its office's correction scope.
     fn on_attach(&mut self, now: Instant, from: &str, room: &str) {
         let Some((home, _)) = split_room(room) else {
             self.send(
@@ -1249,14 +1287,16 @@ impl Relay {
                 },
             );
         }
-        let members = self.members_for(room, from);
-        self.send(
-            from,
-            Control::Members {
-                room: room.to_owned(),
-                members,
-            },
-        );
+        if self.rooms.get(room).is_some_and(|r| r.synced) {
+            let members = self.members_for(room, from);
+            self.send(
+                from,
+                Control::Members {
+                    room: room.to_owned(),
+                    members,
+                },
+            );
+        }
         self.review_room(now, room);
     }
 
@@ -1324,6 +1364,28 @@ impl Relay {
         for member in members {
             if member.id.origin != self.config.site {
                 self.upsert_member(room, from, member);
+            }
+        }
+        if from_upstream {
+            // Now the view is complete: the children get theirs (again).
+            let downstream: Vec<String> = match self.rooms.get_mut(room) {
+                Some(r) => {
+                    r.synced = true;
+                    r.downstream.iter().cloned().collect()
+                }
+                None => Vec::new(),
+            };
+            for child in downstream {
+                if self.link_up_to(&child) {
+                    let members = self.members_for(room, &child);
+                    self.send(
+                        &child,
+                        Control::Members {
+                            room: room.to_owned(),
+                            members,
+                        },
+                    );
+                }
             }
         }
         self.review_room(now, room);
@@ -1713,7 +1775,7 @@ impl Relay {
             link.counters.media_bytes += packet.payload.len() as u64;
         }
         let mut out = vec![data];
-        if !retransmission && let Some(k) = link.fec_k {
+        if !retransmission && let Some((k, parities)) = link.protection {
             if restart {
                 link.fec.remove(&(tag, layer));
             }
@@ -1723,7 +1785,8 @@ impl Relay {
                 marker: packet.marker,
                 payload: packet.payload.clone(),
             };
-            if let Some((mut h, p)) = link.fec.entry((tag, layer)).or_default().push(now, k, &fp) {
+            let encoder = link.fec.entry((tag, layer)).or_default();
+            for (mut h, p) in encoder.push(now, k, parities, &fp) {
                 h.tag = tag;
                 h.layer = layer;
                 link.counters.parity_packets += 1;
@@ -1827,8 +1890,9 @@ impl Relay {
             }
             // Parity of groups that waited long enough.
             let mut parity = Vec::new();
+            let parities = link.protection.map_or(1, |(_, p)| p);
             for ((tag, layer), enc) in &mut link.fec {
-                if let Some((mut h, p)) = enc.poll(now, FEC_MAX_WAIT) {
+                for (mut h, p) in enc.poll(now, FEC_MAX_WAIT, parities) {
                     h.tag = *tag;
                     h.layer = *layer;
                     parity.push(Datagram::Parity(h, p).encode());
@@ -1938,7 +2002,9 @@ impl Relay {
             offers.push((site.clone(), units));
         }
         let factor = |link: &Link| {
-            let fec = link.fec_k.map_or(1.0, |k| 1.0 + 1.0 / k as f64);
+            let fec = link
+                .protection
+                .map_or(1.0, |(k, p)| 1.0 + p as f64 / k as f64);
             fec / RESERVE
         };
         let demands: Vec<u64> = offers

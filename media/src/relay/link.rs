@@ -126,7 +126,7 @@ impl RxLayer {
             payload,
         };
         let mut out = vec![packet.clone()];
-        if let Some(rebuilt) = self.fec.on_packet(packet) {
+        for rebuilt in self.fec.on_packet(packet) {
             self.accept_rebuilt(rebuilt, stats, &mut out);
         }
         out
@@ -135,7 +135,7 @@ impl RxLayer {
     /// A parity packet arrived: the packet it rebuilds, if any.
     pub fn on_parity(&mut self, parity: Parity, stats: &mut RxStats) -> Vec<FecPacket> {
         let mut out = Vec::new();
-        if let Some(rebuilt) = self.fec.on_parity(parity) {
+        for rebuilt in self.fec.on_parity(parity) {
             self.accept_rebuilt(rebuilt, stats, &mut out);
         }
         out

@@ -142,6 +142,9 @@ pub struct LinkHandle {
     pub conn: Connection,
     /// Its control stream's outgoing queue.
     pub control: mpsc::Sender<Control>,
+    /// The relay's budget for this link, bit/s: the congestion window never falls below what
+    /// it needs.
+    pub floor_bps: Arc<AtomicU64>,
 }
 
 /// The running relay network: tell it which sites to keep connected.
@@ -183,7 +186,115 @@ impl Drop for Net {
     }
 }
 
-fn transport() -> Arc<TransportConfig> {
+/// quinn's BBR, with a congestion window never below what the relay's own budget for the link
+/// needs (twice the budget over a round trip).
+///
+/// BBR alone enters loss recovery on every lost packet and holds its window to what is in
+/// flight: on a link that loses a few percent at random it never leaves recovery, and media
+/// queued behind it is dropped unsent. The relay's estimator tells random loss from congestion
+/// (see [`super::budget`]) and sets the floor; BBR still limits bursts above it.
+#[derive(Debug)]
+struct FlooredFactory {
+    floor_bps: Arc<AtomicU64>,
+}
+
+impl quinn::congestion::ControllerFactory for FlooredFactory {
+    fn build(
+        self: Arc<Self>,
+        now: std::time::Instant,
+        current_mtu: u16,
+    ) -> Box<dyn quinn::congestion::Controller> {
+        let bbr = Arc::new(quinn::congestion::BbrConfig::default());
+        Box::new(Floored {
+            inner: quinn::congestion::ControllerFactory::build(bbr, now, current_mtu),
+            floor_bps: self.floor_bps.clone(),
+            srtt: Duration::from_millis(333),
+        })
+    }
+}
+
+struct Floored {
+    inner: Box<dyn quinn::congestion::Controller>,
+    floor_bps: Arc<AtomicU64>,
+    srtt: Duration,
+}
+
+impl Floored {
+    fn floor(&self) -> u64 {
+        let rtt = self.srtt.max(Duration::from_millis(50)).as_secs_f64();
+        (self.floor_bps.load(Ordering::Relaxed) as f64 / 8.0 * rtt * 2.0) as u64
+    }
+}
+
+impl quinn::congestion::Controller for Floored {
+    fn on_sent(&mut self, now: std::time::Instant, bytes: u64, last_packet_number: u64) {
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: std::time::Instant,
+        sent: std::time::Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &quinn_proto::RttEstimator,
+    ) {
+        self.srtt = rtt.get();
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: std::time::Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: std::time::Instant,
+        sent: std::time::Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.inner.on_mtu_update(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.inner.window().max(self.floor())
+    }
+
+    fn metrics(&self) -> quinn::congestion::ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn quinn::congestion::Controller> {
+        Box::new(Floored {
+            inner: self.inner.clone_box(),
+            floor_bps: self.floor_bps.clone(),
+            srtt: self.srtt,
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+fn transport(floor_bps: Arc<AtomicU64>) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     // The constant is within QUIC's idle-timeout range; fall back to quinn's default if not.
     if let Ok(idle) = IdleTimeout::try_from(IDLE_TIMEOUT) {
@@ -196,7 +307,7 @@ fn transport() -> Arc<TransportConfig> {
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     // BBR, not a loss-based controller: mountain links lose a few percent of packets at
     // random, which would hold Cubic or NewReno to a fraction of the line.
-    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    t.congestion_controller_factory(Arc::new(FlooredFactory { floor_bps }));
     Arc::new(t)
 }
 
@@ -209,6 +320,7 @@ struct Live {
 
 struct Shared {
     me: String,
+    server: Arc<QuicServerConfig>,
     key: Keypair,
     keys: Arc<RosterKeys>,
     peers: HashMap<String, RelayPeer>,
@@ -238,14 +350,16 @@ pub fn start(options: RelayOptions) -> Result<(Net, mpsc::Receiver<NetEvent>), E
     let quic = QuicServerConfig::try_from(server_tls).map_err(|e| Error::Relay {
         reason: e.to_string(),
     })?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(transport());
+    let quic = Arc::new(quic);
+    let mut server = quinn::ServerConfig::with_crypto(quic.clone());
+    server.transport_config(transport(Arc::new(AtomicU64::new(0))));
     let endpoint = Endpoint::server(server, options.listen).map_err(io_err)?;
     let local_addr = endpoint.local_addr().map_err(io_err)?;
     let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
     let (wanted, wanted_rx) = watch::channel(BTreeSet::new());
     let shared = Arc::new(Shared {
         me: options.site.clone(),
+        server: quic,
         key: options.key.clone(),
         keys: keys.clone(),
         peers: options
@@ -277,7 +391,18 @@ async fn accept(shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            let conn = match incoming.await {
+            // Each connection gets its own transport config: its own congestion floor.
+            let floor = Arc::new(AtomicU64::new(0));
+            let mut config = quinn::ServerConfig::with_crypto(shared.server.clone());
+            config.transport_config(transport(floor.clone()));
+            let connecting = match incoming.accept_with(Arc::new(config)) {
+                Ok(connecting) => connecting,
+                Err(e) => {
+                    debug!(%remote, error = %e, "relay handshake refused");
+                    return;
+                }
+            };
+            let conn = match connecting.await {
                 Ok(conn) => conn,
                 Err(e) => {
                     debug!(%remote, error = %e, "relay handshake failed");
@@ -293,7 +418,7 @@ async fn accept(shared: Arc<Shared>) {
             match site {
                 Some(site) if site != shared.me => {
                     let span = info_span!("relay", peer = %site);
-                    run_connection(shared.clone(), site, conn, false)
+                    run_connection(shared.clone(), site, conn, false, floor)
                         .instrument(span)
                         .await;
                 }
@@ -335,7 +460,8 @@ async fn dial_loop(shared: Arc<Shared>, mut wanted: watch::Receiver<BTreeSet<Str
 }
 
 async fn dial(shared: Arc<Shared>, site: String) {
-    let outcome = tokio::time::timeout(DIAL_TIMEOUT, connect(&shared, &site)).await;
+    let floor = Arc::new(AtomicU64::new(0));
+    let outcome = tokio::time::timeout(DIAL_TIMEOUT, connect(&shared, &site, floor.clone())).await;
     {
         let mut live = shared
             .live
@@ -346,7 +472,7 @@ async fn dial(shared: Arc<Shared>, site: String) {
         }
     }
     match outcome {
-        Ok(Ok(conn)) => run_connection(shared, site, conn, true).await,
+        Ok(Ok(conn)) => run_connection(shared, site, conn, true, floor).await,
         Ok(Err(reason)) => {
             debug!(%reason, "relay dial failed");
             let _ = shared.events.send(NetEvent::DialFailed { site }).await;
@@ -358,7 +484,7 @@ async fn dial(shared: Arc<Shared>, site: String) {
     }
 }
 
-async fn connect(shared: &Shared, site: &str) -> Result<Connection, String> {
+async fn connect(shared: &Shared, site: &str, floor: Arc<AtomicU64>) -> Result<Connection, String> {
     let peer = shared
         .peers
         .get(site)
@@ -372,7 +498,7 @@ async fn connect(shared: &Shared, site: &str) -> Result<Connection, String> {
         .map_err(|e| e.to_string())?;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(transport(floor));
     shared
         .endpoint
         .connect_with(config, addr, SERVER_NAME)
@@ -383,7 +509,13 @@ async fn connect(shared: &Shared, site: &str) -> Result<Connection, String> {
 
 /// Exchange hellos, register the connection, then pump its control stream and datagrams until
 /// it closes.
-async fn run_connection(shared: Arc<Shared>, site: String, conn: Connection, dialled: bool) {
+async fn run_connection(
+    shared: Arc<Shared>,
+    site: String,
+    conn: Connection,
+    dialled: bool,
+    floor_bps: Arc<AtomicU64>,
+) {
     let stream = if dialled {
         conn.open_bi().await
     } else {
@@ -447,6 +579,7 @@ async fn run_connection(shared: Arc<Shared>, site: String, conn: Connection, dia
         id,
         conn: conn.clone(),
         control,
+        floor_bps,
     };
     if shared
         .events

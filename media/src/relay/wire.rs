@@ -227,7 +227,7 @@ pub struct MediaHeader {
     pub restart: bool,
 }
 
-/// Header of a parity packet: the XOR of the covered packets' fields and payloads.
+/// Header of a parity packet over a group of packets (see [`super::fec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParityHeader {
     /// The stream's tag on this link.
@@ -238,12 +238,8 @@ pub struct ParityHeader {
     pub base: u16,
     /// Bit `i` set: packet `base + i` is covered.
     pub mask: u16,
-    /// XOR of the covered payload lengths.
-    pub len_xor: u16,
-    /// XOR of the covered timestamps.
-    pub ts_xor: u32,
-    /// XOR of the covered marker bits.
-    pub marker_xor: bool,
+    /// 0: P, the XOR of the covered packets; 1: Q, their sum weighted by 2^i in GF(2⁸).
+    pub which: u8,
 }
 
 /// One relay datagram.
@@ -251,7 +247,7 @@ pub struct ParityHeader {
 pub enum Datagram {
     /// An RTP packet.
     Media(MediaHeader, Bytes),
-    /// XOR parity over a group of RTP packets; the payload is the XOR of their payloads.
+    /// Parity over a group of RTP packets (lengths, timestamps, markers and payloads).
     Parity(ParityHeader, Bytes),
     /// Filler for bandwidth probes; the receiver drops it.
     Padding(usize),
@@ -284,15 +280,13 @@ impl Datagram {
                 b.freeze()
             }
             Datagram::Parity(h, payload) => {
-                let mut b = BytesMut::with_capacity(17 + payload.len());
+                let mut b = BytesMut::with_capacity(11 + payload.len());
                 b.put_u8(T_PARITY);
                 b.put_u32(h.tag);
                 b.put_u8(h.layer);
                 b.put_u16(h.base);
                 b.put_u16(h.mask);
-                b.put_u16(h.len_xor);
-                b.put_u32(h.ts_xor);
-                b.put_u8(u8::from(h.marker_xor));
+                b.put_u8(h.which);
                 b.put_slice(payload);
                 b.freeze()
             }
@@ -324,17 +318,15 @@ impl Datagram {
                 };
                 Some(Datagram::Media(header, data))
             }
-            T_PARITY if data.len() >= 16 => {
+            T_PARITY if data.len() >= 10 => {
                 let header = ParityHeader {
                     tag: data.get_u32(),
                     layer: data.get_u8(),
                     base: data.get_u16(),
                     mask: data.get_u16(),
-                    len_xor: data.get_u16(),
-                    ts_xor: data.get_u32(),
-                    marker_xor: data.get_u8() != 0,
+                    which: data.get_u8(),
                 };
-                Some(Datagram::Parity(header, data))
+                (header.which <= 1).then_some(Datagram::Parity(header, data))
             }
             T_PADDING => Some(Datagram::Padding(len)),
             _ => None,
@@ -504,9 +496,7 @@ mod tests {
                 layer: 0,
                 base: 10,
                 mask: 0b1011,
-                len_xor: 3,
-                ts_xor: 99,
-                marker_xor: true,
+                which: 1,
             },
             Bytes::from_static(b"xor"),
         );

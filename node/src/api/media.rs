@@ -24,7 +24,8 @@ use utoipa_axum::routes;
 use crate::node::Node;
 
 /// How long a token request waits for a remote room's home site to describe the room.
-const LOOKUP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// 8 s: a home that cannot be reached directly is asked through the hub after 3 s.
+const LOOKUP_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
 /// Longest token lifetime a caller may ask for: 12 h, one working day of a duty lawyer.
 const MAX_TTL_SECONDS: u64 = 12 * 3600;
 /// Default token lifetime: 1 h, enough to queue for and hold a call.

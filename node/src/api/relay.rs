@@ -51,12 +51,16 @@ pub struct MediaLink {
     estimate_bps: u64,
     /// What the link sent over the last second (UDP, all overhead), bit/s.
     rate_bps: u64,
+    /// quinn's congestion window over its round trip, bit/s (never below the budget).
+    quinn_window_bps: u64,
     /// Smoothed round-trip time, ms.
     rtt_ms: f64,
     /// Fraction of packets lost over the last 2 s (0.03 = 3 %).
     loss: f64,
-    /// Packets per parity packet when forward error correction is on.
-    fec_group: Option<usize>,
+    /// Packets per FEC group, when forward error correction is on.
+    fec_packets: Option<usize>,
+    /// Parity packets per FEC group (1: any one loss is rebuilt; 2: any two).
+    fec_parity: Option<usize>,
     /// Whether a bandwidth probe is under way.
     probing: bool,
     /// Streams this node sends to the remote site.
@@ -67,6 +71,8 @@ pub struct MediaLink {
     recovered_packets: u64,
     /// Received packets that came back after a NACK.
     retransmitted_packets: u64,
+    /// Sequence numbers this node NACKed (each try counts).
+    nacked_packets: u64,
     /// Received packets given up on.
     lost_packets: u64,
     /// Packets this node resent on the remote site's NACKs.
@@ -120,14 +126,17 @@ fn link(node: &Node, r: LinkReport) -> MediaLink {
         share_bps: r.cap_bps,
         estimate_bps: r.estimate_bps,
         rate_bps: r.sent_bps,
+        quinn_window_bps: r.quinn_bps,
         rtt_ms: (r.rtt_ms * 10.0).round() / 10.0,
         loss: (r.loss * 10_000.0).round() / 10_000.0,
-        fec_group: r.fec_group,
+        fec_packets: r.fec.map(|(k, _)| k),
+        fec_parity: r.fec.map(|(_, p)| p),
         probing: r.probing,
         sending: streams(r.sending),
         receiving: streams(r.receiving),
         recovered_packets: r.rx.recovered,
         retransmitted_packets: r.rx.retransmitted,
+        nacked_packets: r.rx.nacked,
         lost_packets: r.rx.lost,
         resent_packets: r.tx.retransmissions,
     }

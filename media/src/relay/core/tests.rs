@@ -527,7 +527,7 @@ fn three_percent_loss_at_300ms_is_repaired_by_parity_and_nacks() {
     assert!(link.rx.retransmitted > 0, "{:?}", link.rx);
     let sender = sim.nodes["bureau"].report(sim.now);
     let link = sender.iter().find(|l| l.site == "scenic-2").unwrap();
-    assert_eq!(link.fec_group, Some(5), "{link:?}");
+    assert_eq!(link.fec, Some((8, 2)), "{link:?}");
     assert!(
         link.sending.iter().any(|s| s.layers == vec![0, 1]),
         "both video layers fit 2 Mbit/s: {:?}",
@@ -738,4 +738,60 @@ fn a_lookup_learns_the_policy_or_that_the_room_does_not_exist() {
     // Without participants the interest lapses and the link is no longer wanted.
     sim.run_for(61_000, |_| {});
     assert!(sim.nodes["scenic-2"].wanted_links(sim.now).is_empty());
+}
+
+#[test]
+fn a_direct_cut_reroutes_through_the_hub_and_back_without_anyone_leaving() {
+    let mut sim = home_sim(&["bureau", "scenic-2", "hub"]);
+    let mut publisher = Publisher::new(&mut sim, "bureau", 1);
+    viewer_joins(&mut sim, "scenic-2");
+    let mut ms = 0;
+    let run = |sim: &mut Sim, publisher: &mut Publisher, dur: u64, ms: &mut u64| {
+        sim.run_for(dur, |sim| {
+            publisher.tick(sim, *ms);
+            want_all(sim, "scenic-2");
+            *ms += 1;
+        });
+    };
+    run(&mut sim, &mut publisher, 5000, &mut ms);
+    sim.cut("bureau", "scenic-2", true);
+    let cut = sim.now;
+    run(&mut sim, &mut publisher, 20_000, &mut ms);
+    let video = stream("bureau", 11);
+    let via_hub = sim
+        .seen("scenic-2")
+        .media_times
+        .iter()
+        .filter(|(t, id, _)| *t > cut + Duration::from_secs(8) && *id == video)
+        .count();
+    assert!(via_hub > 300, "{via_hub} video packets through the hub");
+    sim.cut("bureau", "scenic-2", false);
+    let back = sim.now;
+    run(&mut sim, &mut publisher, 10_000, &mut ms);
+    assert!(
+        sim.seen("scenic-2").left.is_empty(),
+        "{:?}",
+        sim.seen("scenic-2").left
+    );
+    assert!(
+        sim.seen("bureau").left.is_empty(),
+        "{:?}",
+        sim.seen("bureau").left
+    );
+    // Direct again: the bureau sends to scenic-2, no longer to the hub.
+    let report = sim.nodes["bureau"].report(sim.now);
+    let direct = report.iter().find(|l| l.site == "scenic-2").unwrap();
+    assert!(
+        direct.sending.iter().any(|s| s.stream == video),
+        "{direct:?}"
+    );
+    let hub = report.iter().find(|l| l.site == "hub").unwrap();
+    assert!(hub.sending.is_empty(), "{hub:?}");
+    let after = sim
+        .seen("scenic-2")
+        .media_times
+        .iter()
+        .filter(|(t, id, _)| *t > back + Duration::from_secs(5) && *id == video)
+        .count();
+    assert!(after > 200, "{after} video packets after the return");
 }

@@ -98,18 +98,20 @@ const done = arguments[arguments.length - 1];
   const subs = [];
   for (const [id, sub] of s.subs) {
     const stats = await sub.pc.getStats();
-    let frames = 0, freeze = 0, samples = 0, received = 0;
+    let frames = 0, freeze = 0, samples = 0, received = 0, packets = 0, plis = 0;
     stats.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') {
         frames = r.framesDecoded ?? 0;
         freeze = r.totalFreezesDuration ?? 0;
         received = r.framesReceived ?? 0;
+        packets = r.packetsReceived ?? 0;
+        plis = r.pliCount ?? 0;
       }
       if (r.type === 'inbound-rtp' && r.kind === 'audio') samples = r.totalSamplesReceived ?? 0;
     });
     const notice = sub.tile.querySelector('.notice');
     subs.push({
-      id, frames, freeze, samples, received,
+      id, frames, freeze, samples, received, packets, plis,
       layer: sub.layer ?? null,
       limited: !!sub.videoLimited,
       notice: notice && !notice.hidden ? notice.textContent : '',
@@ -135,6 +137,12 @@ pub struct Sub {
     pub frames: u64,
     /// Video frames received.
     pub received: u64,
+    /// Video RTP packets received.
+    #[serde(default)]
+    pub packets: u64,
+    /// PLIs the page sent for the video.
+    #[serde(default)]
+    pub plis: u64,
     /// Total freeze time, s.
     pub freeze: f64,
     /// Audio samples received.

@@ -87,7 +87,17 @@ impl RelayMesh {
             .mesh
             .sites
             .iter()
-            .map(|s| NodeProcess::start(s, &[("RUST_LOG", "info,huiyan_media::relay=debug")]))
+            .map(|s| {
+                NodeProcess::start(
+                    s,
+                    &[(
+                        "RUST_LOG",
+                        std::env::var("RELAY_TEST_LOG")
+                            .as_deref()
+                            .unwrap_or("info,huiyan_media::relay=debug"),
+                    )],
+                )
+            })
             .collect();
         tokio::task::block_in_place(|| {
             for node in &mut nodes {

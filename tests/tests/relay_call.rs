@@ -75,7 +75,8 @@ async fn a_call_across_a_thin_lossy_link_is_smooth_and_survives_a_cut() -> Resul
             let links = tokio::task::block_in_place(|| {
                 [bureau, scenic].map(|web| media_links(web).map(|l| l.to_string()))
             });
-            anyhow::bail!("{e}\nrelay links: {links:?}");
+            let other = probe(if name == "alice" { &bob } else { &alice }).await?;
+            anyhow::bail!("{e}\nthe other page: {other:?}\nrelay links: {links:?}");
         }
     }
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -1367,12 +1367,12 @@ impl Engine {
         {
             joined.publish = Some(cid);
         }
-        // Other sites in the room learn of the tracks.
-        for track in published {
-            if let Some(spec) = self.sfu.track_spec(track).cloned() {
-                self.relay_publish(now, &room, session, track, &spec);
-            }
-        }
+        // Other sites in the room learn of the tracks, all at once.
+        let specs: Vec<(TrackId, TrackSpec)> = published
+            .into_iter()
+            .filter_map(|t| Some((t, self.sfu.track_spec(t)?.clone())))
+            .collect();
+        self.relay_publish(now, &room, session, &specs);
         // Tell the room.
         if let Some(info) = self.peer_info(session) {
             let members: Vec<ParticipantId> = self.sfu.room_members(&room).to_vec();

@@ -484,27 +484,29 @@ impl Engine {
         }
     }
 
-    /// A local participant published a track.
+    /// A local participant published tracks (all of one publication at once).
     pub(super) fn relay_publish(
         &mut self,
         now: Instant,
         room: &str,
         session: u64,
-        track: TrackId,
-        spec: &TrackSpec,
+        tracks: &[(TrackId, TrackSpec)],
     ) {
         if let Some(r) = self.relay.as_mut() {
-            let info = TrackInfo {
-                track: track.0,
-                tag: 0,
-                kind: match spec.kind {
-                    Kind::Audio => TrackKind::Audio,
-                    Kind::Video(_) => TrackKind::Video,
-                },
-                clock_rate: spec.clock_rate,
-                layer_heights: spec.layer_heights.clone(),
-            };
-            r.core.local_publish(now, room, session, info);
+            let infos = tracks
+                .iter()
+                .map(|(track, spec)| TrackInfo {
+                    track: track.0,
+                    tag: 0,
+                    kind: match spec.kind {
+                        Kind::Audio => TrackKind::Audio,
+                        Kind::Video(_) => TrackKind::Video,
+                    },
+                    clock_rate: spec.clock_rate,
+                    layer_heights: spec.layer_heights.clone(),
+                })
+                .collect();
+            r.core.local_publish(now, room, session, infos);
         }
     }
 

@@ -34,8 +34,8 @@ pub struct BudgetConfig {
     /// 2 s: one optimistic sample must not start a layer that then stops again.
     pub up_hold: Duration,
     /// Round-trip growth over the link's base RTT that means a queue is building. Default
-    /// 60 ms (or a quarter of the base RTT if larger): well above jitter, well below the
-    /// half-second queues of mountain routers.
+    /// 120 ms (or a third of the base RTT if larger): above the jitter of a busy node and of
+    /// keyframe bursts, well below the half-second queues of mountain routers.
     pub queue_delay: Duration,
     /// Loss fraction that counts as congestion. Default 0.10: mountain links lose a few
     /// percent at random; a link that drops one packet in ten is overloaded.
@@ -57,7 +57,7 @@ impl Default for BudgetConfig {
             initial_bps: 1_000_000,
             min_bps: 48_000,
             up_hold: Duration::from_secs(2),
-            queue_delay: Duration::from_millis(60),
+            queue_delay: Duration::from_millis(120),
             congestion_loss: 0.10,
             increase_per_second: 0.05,
             probe_backoff: Duration::from_secs(2),
@@ -66,8 +66,8 @@ impl Default for BudgetConfig {
     }
 }
 
-/// Samples in a row (at 250 ms) with a grown RTT before it counts as a queue: 750 ms.
-const QUEUED_SAMPLES: u32 = 3;
+/// Samples in a row (at 250 ms) with a grown RTT before it counts as a queue: 1 s.
+const QUEUED_SAMPLES: u32 = 4;
 
 /// Cumulative path counters of one QUIC connection, as quinn reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -240,7 +240,7 @@ impl Estimator {
         // overload keeps the queue full), or loss well beyond a lossy link's usual.
         let over = self
             .base_rtt()
-            .is_some_and(|base| sample.rtt > base + self.config.queue_delay.max(base / 4));
+            .is_some_and(|base| sample.rtt > base + self.config.queue_delay.max(base / 3));
         self.queued_samples = if over { self.queued_samples + 1 } else { 0 };
         let queueing = self.queued_samples >= QUEUED_SAMPLES;
         let lossy = significant && self.loss > self.config.congestion_loss;

@@ -255,14 +255,21 @@ impl Stream {
             }
             _ => (m.bps, m.pps),
         };
+        let nominal = match self.info.kind {
+            TrackKind::Audio => NOMINAL_AUDIO_BPS,
+            TrackKind::Video => NOMINAL_VIDEO_BPS[layer.min(2)],
+        };
         if bps == 0 {
-            let nominal = match self.info.kind {
-                TrackKind::Audio => NOMINAL_AUDIO_BPS,
-                TrackKind::Video => NOMINAL_VIDEO_BPS[layer.min(2)],
-            };
             return nominal + nominal / 10;
         }
-        bps + pps * PACKET_OVERHEAD * 8
+        let measured = bps + pps * PACKET_OVERHEAD * 8;
+        if self.info.kind == TrackKind::Video && layer > 0 && self.layer_count() > 1 {
+            // An upper simulcast layer ramps up after it starts: count it at the rate the
+            // browser aims for, so that it is not admitted while small and dropped once grown.
+            measured.max(nominal)
+        } else {
+            measured
+        }
     }
 }
 
@@ -588,19 +595,29 @@ impl Relay {
         self.arm(now);
     }
 
-    /// A local participant published a track; `track.track` is the SFU's track number (its
-    /// `tag` is chosen here).
-    pub fn local_publish(&mut self, now: Instant, room: &str, participant: u64, track: TrackInfo) {
-        let id = StreamId {
-            origin: self.config.site.clone(),
-            track: track.track,
-        };
-        let info = TrackInfo {
-            tag: self.tag_for(&id),
-            ..track
-        };
-        let track = info.track;
-        self.add_stream(room, id, None, info.clone());
+    /// A local participant published tracks; each `track` is the SFU's track number (its
+    /// `tag` is chosen here). All tracks of one publication come in one call, so that other
+    /// sites never see a publisher with only some of them (browsers subscribe once).
+    pub fn local_publish(
+        &mut self,
+        now: Instant,
+        room: &str,
+        participant: u64,
+        tracks: Vec<TrackInfo>,
+    ) {
+        let mut infos = Vec::new();
+        for track in tracks {
+            let id = StreamId {
+                origin: self.config.site.clone(),
+                track: track.track,
+            };
+            let info = TrackInfo {
+                tag: self.tag_for(&id),
+                ..track
+            };
+            self.add_stream(room, id, None, info.clone());
+            infos.push(info);
+        }
         let Some(member) = self
             .rooms
             .get_mut(room)
@@ -608,8 +625,10 @@ impl Relay {
         else {
             return;
         };
-        member.tracks.retain(|t| t.track != track);
-        member.tracks.push(info);
+        member
+            .tracks
+            .retain(|t| !infos.iter().any(|i| i.track == t.track));
+        member.tracks.extend(infos);
         let member = member.clone();
         self.flood(
             room,

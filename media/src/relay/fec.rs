@@ -203,9 +203,11 @@ impl FecEncoder {
         let Some(acc) = self.acc.take() else {
             return Vec::new();
         };
-        if acc.count < 2 {
-            return Vec::new(); // parity of one packet is a copy: a retransmission does that
+        if acc.count == 0 {
+            return Vec::new();
         }
+        // A group of one (a slow layer: 15 packets/s) gets a copy as its parity: a lost packet
+        // of it would otherwise wait a round trip for a retransmission.
         let header = |which| ParityHeader {
             tag: 0,
             layer: 0,

@@ -368,9 +368,9 @@ impl Publisher {
         let now = sim.now;
         let node = sim.node(site);
         node.local_join(now, ROOM, participant, "caller", Role::Speaker);
-        node.local_publish(now, ROOM, participant, track(10, TrackKind::Audio, vec![]));
+        let audio = track(10, TrackKind::Audio, vec![]);
         let video = track(11, TrackKind::Video, vec![Some(180), Some(360)]);
-        node.local_publish(now, ROOM, participant, video);
+        node.local_publish(now, ROOM, participant, vec![audio, video]);
         Publisher {
             site: site.into(),
             audio: 10,

@@ -1,4 +1,5 @@
-// The node's status page: who this site is, whether it is healthy, and the sites of its roster.
+// The node's status page: who this site is, whether it is healthy, the sites of its roster, and
+// how the mesh sync with each of them stands (from /api/v1/sync).
 import { TEXT, currentLang, setLang } from "./i18n.js";
 import { renderLinks } from "./links.js";
 
@@ -30,7 +31,41 @@ function duration(seconds) {
   return `${seconds} ${t("seconds")}`;
 }
 
-function render({ site, ready }) {
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+
+function renderMesh(sync) {
+  const summary = document.getElementById("mesh-summary");
+  if (!sync) {
+    summary.textContent = t("mesh_starting");
+    document.getElementById("mesh-peers").replaceChildren();
+    return;
+  }
+  const relay = sync.relay || {};
+  const relayText = relay.role === "server" ? t("relay_server")
+    : relay.role === "client" ? t(relay.reserved ? "relay_reserved" : "relay_unreserved") : "";
+  summary.textContent = `${t("mesh_summary").replace("{entries}", sync.entries)} ${relayText}`;
+  const rows = sync.peers.map((p) => {
+    const tr = document.createElement("tr");
+    tr.dataset.site = p.site;
+    const state = p.connected ? t(p.connection === "relayed" ? "relayed" : "direct") : t("disconnected");
+    tr.append(
+      cell(p.site),
+      cell(state, p.connected ? "ok" : "bad"),
+      cell(String(p.lag_entries)),
+      cell(duration(Math.round(p.lag_seconds))),
+      cell(p.last_error || t("none")),
+    );
+    return tr;
+  });
+  document.getElementById("mesh-peers").replaceChildren(...rows);
+}
+
+function render({ site, ready, sync }) {
   const name = lang === "zh" ? site.name_zh : site.name_en;
   document.getElementById("site-name").textContent = name;
   document.getElementById("site-id").textContent = site.site;
@@ -54,16 +89,19 @@ function render({ site, ready }) {
     return tr;
   });
   document.getElementById("peers").replaceChildren(...rows);
+  renderMesh(sync);
 }
 
 async function refresh() {
   const error = document.getElementById("error");
   try {
-    const [site, ready] = await Promise.all([
+    const [site, ready, sync] = await Promise.all([
       fetch("/api/v1/site").then((r) => r.json()),
       fetch("/readyz").then((r) => r.json()),
+      // 503 while the mesh starts: shown as "starting", not as an error.
+      fetch("/api/v1/sync").then((r) => (r.ok ? r.json() : null)).catch(() => null),
     ]);
-    last = { site, ready };
+    last = { site, ready, sync };
     error.hidden = true;
     render(last);
   } catch {

@@ -43,6 +43,8 @@ const state = {
   cameraOff: false,
   hungUp: false,
   retry: 0,
+  lastHeard: 0,           // when the node last sent anything (ms since the page loaded)
+  reconnects: 0,          // how often the page lost the call and got it back, for tests
 };
 // For tests and diagnostics.
 window.huiyanCall = state;
@@ -134,9 +136,17 @@ async function token() {
     }),
   });
   const body = await res.json();
-  if (!res.ok) throw new Error(body.error ?? res.statusText);
+  if (!res.ok) {
+    const err = new Error(body.error ?? res.statusText);
+    err.refused = true;
+    throw err;
+  }
   return body.token;
 }
+
+// The node sends a keepalive every 5 s (huiyan_media::signal::KEEPALIVE_SECONDS); a socket
+// that brought nothing for four times as long died without closing (the network dropped).
+const SOCKET_SILENCE_MS = 20_000;
 
 async function connect() {
   if (state.hungUp) return;
@@ -144,30 +154,50 @@ async function connect() {
   try {
     joinToken = await token();
   } catch (err) {
-    setStatus('error', err.message);
+    if (err.refused) {
+      // The node said no (unknown room, ...): retrying would not help.
+      setStatus('error', err.message);
+    } else {
+      // No answer: the network is still down. Try again, with the same backoff.
+      setStatus(state.participant === null ? 'connecting' : 'reconnecting');
+      setTimeout(connect, Math.min(8000, 500 * 2 ** state.retry++));
+    }
     return;
   }
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const ws = new WebSocket(`${scheme}://${location.host}/ws`);
   state.ws = ws;
-  ws.onopen = () => ws.send(JSON.stringify({ type: 'join', token: joinToken }));
-  ws.onmessage = (event) => onMessage(JSON.parse(event.data)).catch((err) => {
-    console.error(err);
-    setStatus('error', err.message);
-  });
-  ws.onclose = () => {
-    if (state.ws !== ws || state.hungUp) return;
-    // The node or the network went away: drop the connections and rejoin with backoff.
-    teardown();
-    setStatus('reconnecting');
-    const delay = Math.min(8000, 500 * 2 ** state.retry++);
-    setTimeout(connect, delay);
+  ws.onopen = () => {
+    state.lastHeard = performance.now();
+    ws.send(JSON.stringify({ type: 'join', token: joinToken }));
   };
+  ws.onmessage = (event) => {
+    state.lastHeard = performance.now();
+    onMessage(JSON.parse(event.data)).catch((err) => {
+      console.error(err);
+      setStatus('error', err.message);
+    });
+  };
+  ws.onclose = () => socketLost(ws);
+}
+
+// The node or the network went away: drop the connections and rejoin with backoff.
+function socketLost(ws) {
+  if (state.ws !== ws || state.hungUp) return;
+  state.ws = null;
+  ws.onclose = null;
+  ws.onmessage = null;
+  ws.close();
+  teardown();
+  setStatus('reconnecting');
+  const delay = Math.min(8000, 500 * 2 ** state.retry++);
+  setTimeout(connect, delay);
 }
 
 async function onMessage(msg) {
   switch (msg.type) {
     case 'joined':
+      if (state.participant !== null) state.reconnects += 1;
       state.retry = 0;
       state.participant = msg.participant;
       state.mayPublish = msg.may_publish;
@@ -215,19 +245,31 @@ async function onMessage(msg) {
 }
 
 const pubOf = (label) => Number(label.slice('sub:'.length));
+const pcOf = (label) => (label === 'publish' ? state.publish : state.subs.get(pubOf(label))?.pc);
 
+// What the node says about one of our connections: it may fail on its side first.
 function onConnectionState(label, pcState) {
-  if (pcState === 'failed' || pcState === 'disconnected') {
-    setStatus(pcState === 'failed' ? 'failed' : 'reconnecting');
-    restartIce(label);
-  } else if (pcState === 'connected') {
-    setStatus('connected');
+  if (pcState === 'failed') restartIce(label);
+  refreshStatus();
+}
+
+// The call's status from every connection as this browser sees it: the page shows that the
+// network is lost as soon as the browser notices, not only when the node can tell it.
+function refreshStatus() {
+  if (state.hungUp || state.status === 'error' || !state.ws) return;
+  if (state.participant === null) return;
+  const pcs = [state.publish, ...[...state.subs.values()].map((sub) => sub.pc)].filter(Boolean);
+  const states = pcs.map((pc) => pc.connectionState);
+  if (states.includes('failed')) setStatus('failed');
+  else if (states.includes('disconnected')) setStatus('reconnecting');
+  else if (states.every((s) => s === 'connected' || s === 'new' || s === 'connecting')) {
+    if (state.status !== 'connected') setStatus('connected');
   }
 }
 
 async function restartIce(label) {
-  const pc = label === 'publish' ? state.publish : state.subs.get(pubOf(label))?.pc;
-  if (!pc || pc.signalingState !== 'stable') return;
+  const pc = pcOf(label);
+  if (!pc || pc.signalingState !== 'stable' || state.ws?.readyState !== WebSocket.OPEN) return;
   const offer = await pc.createOffer({ iceRestart: true });
   await pc.setLocalDescription(offer);
   send({ type: 'restart', pc: label, sdp: offer.sdp });
@@ -305,6 +347,11 @@ async function subscribe(peer) {
 }
 
 function watch(pc, label) {
+  pc.onconnectionstatechange = () => {
+    if (pc !== pcOf(label)) return;
+    if (pc.connectionState === 'failed') restartIce(label);
+    refreshStatus();
+  };
   pc.onicecandidate = (event) => {
     if (event.candidate) {
       send({
@@ -356,6 +403,21 @@ async function measure() {
   render();
 }
 setInterval(() => { measure().catch(() => {}); }, 2000);
+
+// Every 2 s: a silent socket is dead; a connection still failed after its ICE restart (or that
+// could not restart while the socket was down) restarts again.
+setInterval(() => {
+  if (state.ws?.readyState === WebSocket.OPEN
+      && performance.now() - state.lastHeard > SOCKET_SILENCE_MS) {
+    socketLost(state.ws);
+    return;
+  }
+  const labels = [['publish', state.publish],
+    ...[...state.subs.entries()].map(([id, sub]) => [`sub:${id}`, sub.pc])];
+  for (const [label, pc] of labels) {
+    if (pc?.connectionState === 'failed') restartIce(label);
+  }
+}, 2000);
 
 render();
 connect();

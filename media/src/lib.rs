@@ -21,13 +21,14 @@
 //!   connection and subscribes to each other participant on its own connection (all on the one
 //!   node port). A single connection with renegotiation is TODO(#4).
 //! - VP8 and Opus only; H.264 and VP9/AV1 SVC are not negotiated. TODO(#4).
-//! - VP8 picture IDs are not rewritten on a layer switch; browsers tolerate the jump at the
-//!   keyframe, but strict decoders might not. TODO(#4).
 //! - NACKs for packets no longer in the retransmit buffer are not forwarded to the publisher.
-//! - Host candidates carry one IP (the listen IP, or 127.0.0.1 for a wildcard bind) until the
-//!   site config names an advertised address. TODO(#4).
-//! - The engine is one task that polls every connection's timer each turn; fine for tens of
-//!   connections. TODO(#4): a timer heap, and a benchmark (`bench-sfu`) to size it.
+//! - Climbing to a higher simulcast layer is a trial, not a probe: GCC's estimate grows while a
+//!   subscriber gets less than its link carries, so on a capped link a failed climb costs about
+//!   a second of frozen video, at intervals growing from 10 to 80 s. Probing with padding or
+//!   RTX first is TODO(#4).
+//! - Host candidates carry one IP, `[listen] rtc_advertise` or its default; with a wildcard bind
+//!   every answer offers that one address (no `IP_PKTINFO`, no candidate per interface).
+//!   TODO(#4).
 //! - Recording is not built yet (another issue).
 //! - The relay's tree is rooted at each room's home site: members at two other sites reach
 //!   each other through the home, and a room whose home nobody can reach is unreachable.

@@ -15,7 +15,8 @@
 //!
 //! The node tells each member when someone publishes (`published`), leaves (`left`), when one
 //! of its own connections fails (`connection` with state `failed`: the browser should restart
-//! ICE or rejoin), and the layer and estimate of its subscriptions (`quality`). Every refusal is
+//! ICE or rejoin), and the layer and estimate of its subscriptions (`quality`); a `keepalive`
+//! every few seconds lets the browser notice a socket that died without closing. Every refusal is
 //! an `error` with a stable `code` and a message saying what to do; the socket stays open.
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,10 @@ use crate::room::{Role, RoomKind};
 
 /// Largest signaling message accepted, in bytes. SDP offers with simulcast are about 6 KiB.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// How often the node sends [`ServerMessage::Keepalive`], in seconds. The call page treats a
+/// socket that brought nothing for four times as long as dead and rejoins.
+pub const KEEPALIVE_SECONDS: u64 = 5;
 
 /// A message from the browser.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +169,9 @@ pub enum ServerMessage {
         /// Video held back for lack of bandwidth between sites.
         video_limited: bool,
     },
+    /// Sent every [`KEEPALIVE_SECONDS`] whatever else is sent, so that a browser can tell a
+    /// dead socket (a network that dropped without closing it) from a quiet one.
+    Keepalive,
     /// A request was refused; nothing changed.
     Error {
         /// Stable machine-readable code.

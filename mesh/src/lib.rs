@@ -1,13 +1,17 @@
-//! The mesh side of huiyan: node identity, the roster of sites, the on-disk store and (as the
-//! replication lands) the signed site logs and how they move between sites.
+//! The mesh side of huiyan: node identity, the roster of sites, the on-disk store, the signed
+//! site logs and how they move between sites (see `docs/log-format.md` and `docs/mesh.md`).
 //!
 //! This crate knows nothing of HTTP, browsers or media; the node wires it up.
 //!
 //! # Limitations
 //!
-//! - TODO(#3): mDNS discovery and relay v2 on the hub are not implemented; peers are dialled at
-//!   their roster addresses only, so two sites behind NAT meet only through the hub's store and
-//!   forward.
+//! - TODO(#3): DNS names in the roster are not resolved (no libp2p `dns` transport yet); roster
+//!   `mesh` addresses must be IP addresses for a site to be dialled.
+//! - mDNS runs only on nodes listening on a non-loopback address, IPv4 only; its test stands in
+//!   for the multicast itself (loopback has none) and checks what the swarm does with what mDNS
+//!   finds.
+//! - The hub is the only relay, and a relayed connection is not upgraded by hole punching
+//!   (DCUtR): it is replaced only when a plain direct dial succeeds.
 
 pub mod diag;
 pub mod hlc;

@@ -96,6 +96,35 @@ impl LinkParams {
     }
 }
 
+impl std::fmt::Display for LinkParams {
+    /// A short description, such as `256 kbit/s, 300 ms RTT, 2% loss`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if self.rate_kbps > 0 {
+            parts.push(format!("{} kbit/s", self.rate_kbps));
+        }
+        if !self.delay.is_zero() {
+            parts.push(format!("{} ms RTT", (self.delay * 2).as_millis()));
+        }
+        if self.loss > 0.0 {
+            parts.push(format!("{}% loss", (self.loss * 1000.0).round() / 10.0));
+        }
+        if !self.jitter.is_zero() {
+            parts.push(format!("{} ms jitter", self.jitter.as_millis()));
+        }
+        if self.mtu != LinkParams::default().mtu {
+            parts.push(format!("MTU {}", self.mtu));
+        }
+        if !self.up {
+            parts.push("down".into());
+        }
+        if parts.is_empty() {
+            parts.push("unlimited".into());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Counters of a link.
 #[derive(Debug, Default)]
 pub struct LinkStats {
@@ -339,6 +368,11 @@ mod tests {
                 .contains("not understood")
         );
         assert!(LinkParams::parse("200%").is_err());
+        let p = LinkParams::parse("256kbit,300ms,2%,jitter=20ms").unwrap();
+        assert_eq!(
+            p.to_string(),
+            "256 kbit/s, 300 ms RTT, 2% loss, 20 ms jitter"
+        );
     }
 
     #[tokio::test]

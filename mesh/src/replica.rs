@@ -19,14 +19,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Error;
 use crate::hlc::{Hlc, HlcTime};
 use crate::log::{Draft, Entry, Hash, Refusal, ZERO_HASH};
 use crate::roster::Roster;
 use crate::store::{Head, Store};
-use crate::sync::{Admission, admit};
+use crate::sync::{Admission, admit, admit_verified};
 use crate::vv::VersionVector;
 
 /// Wall clock in ms since the Unix epoch.
@@ -69,6 +69,8 @@ pub(crate) struct Metrics {
     pub lag_entries: Family<PeerLabel, Gauge>,
     pub lag_seconds: Family<PeerLabel, Gauge<f64, AtomicU64>>,
     pub connected_peers: Gauge,
+    pub relayed_peers: Gauge,
+    pub mdns_ignored: Counter,
     pub appended: Counter,
     pub applied: Counter,
 }
@@ -107,12 +109,23 @@ pub struct PeerSyncStatus {
     pub peer_id: String,
     /// A connection is open now.
     pub connected: bool,
+    /// How: `direct`, or `relayed` through the hub; absent when not connected.
+    pub connection: Option<&'static str>,
     /// Entries the peer holds that we lack.
     pub lag_entries: u64,
     /// Seconds we have been behind the peer.
     pub lag_seconds: f64,
     /// Last sync error with the peer.
     pub last_error: Option<String>,
+}
+
+/// This node's part in the hub relay, for `/api/v1/sync`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RelayStatus {
+    /// `server` on the hub, `client` on a site that can reach a hub, `none` otherwise.
+    pub role: &'static str,
+    /// A client holds a reservation at the hub: peers that cannot dial it reach it there.
+    pub reserved: bool,
 }
 
 /// One origin of the version vector.
@@ -144,6 +157,8 @@ pub struct SyncStatus {
     pub log_bytes: u64,
     /// Every roster peer.
     pub peers: Vec<PeerSyncStatus>,
+    /// The hub relay as this node sees it.
+    pub relay: RelayStatus,
     /// Entries refused, by reason.
     pub refused: BTreeMap<String, u64>,
 }
@@ -153,6 +168,8 @@ pub struct SyncStatus {
 pub(crate) enum Command {
     /// The local log grew; announce it.
     Appended,
+    /// Peers found on the LAN (by mDNS, or by a test standing in for it).
+    Discovered(Vec<(PeerId, libp2p::Multiaddr)>),
     /// Stop the swarm task.
     Shutdown,
 }
@@ -167,9 +184,14 @@ pub(crate) struct Shared {
     pub writer: Mutex<Writer>,
     pub durable: RwLock<VersionVector>,
     pub peers: RwLock<Vec<crate::sync::PeerStatus>>,
+    /// Connected roster peers: `true` when reached only through the relay.
+    pub links: RwLock<BTreeMap<PeerId, bool>>,
+    pub relay: RwLock<RelayStatus>,
     pub refused: Mutex<BTreeMap<Refusal, u64>>,
     pub metrics: Metrics,
     pub cmd: mpsc::Sender<Command>,
+    /// The durable version vector, for [`Mesh::watch`]: raised after every flush.
+    pub changes: watch::Sender<VersionVector>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -208,6 +230,7 @@ impl Shared {
         let heads = store.log_heads()?;
         let last = heads.values().map(|h| h.hlc).max().unwrap_or_default();
         let durable: VersionVector = heads.iter().map(|(o, h)| (*o, h.seq)).collect();
+        let (changes, _) = watch::channel(durable.clone());
         let metrics = Metrics::default();
         for r in Refusal::ALL {
             let _ = metrics.refused_entries.get_or_create(&ReasonLabel {
@@ -232,9 +255,15 @@ impl Shared {
             }),
             durable: RwLock::new(durable),
             peers: RwLock::new(Vec::new()),
+            links: RwLock::new(BTreeMap::new()),
+            relay: RwLock::new(RelayStatus {
+                role: "none",
+                reserved: false,
+            }),
             refused: Mutex::new(BTreeMap::new()),
             metrics,
             cmd,
+            changes,
         })
     }
 
@@ -251,6 +280,7 @@ impl Shared {
     fn raise_durable(&self, origin: PeerId, seq: u64) {
         if let Ok(mut d) = self.durable.write() {
             d.raise(origin, seq);
+            self.changes.send_replace(d.clone());
         }
     }
 
@@ -325,6 +355,14 @@ impl Shared {
             });
         };
         let member = self.roster.site_by_peer(&origin).is_some();
+        // Signatures first, without the writer lock: they need no log state, and an Ed25519
+        // check costs far more than everything else here (appends wait for that lock).
+        let mut entries = entries;
+        let mut bad_signature = None;
+        if member && let Some(bad) = entries.iter().position(|e| e.check_signature().is_err()) {
+            bad_signature = Some((Refusal::BadSignature, entries[bad].seq));
+            entries.truncate(bad);
+        }
         let up_to = {
             let mut w = self.writer.lock().map_err(|_| poisoned())?;
             let mut head = w.heads.get(&origin).map(|h| (h.seq, h.hash));
@@ -338,7 +376,12 @@ impl Shared {
                         .flatten()
                         .map(|e| e.hash())
                 };
-                match admit(e, member, head, held, &self.my_scopes) {
+                let admitted = if member {
+                    admit_verified(e, head, held, &self.my_scopes)
+                } else {
+                    admit(e, member, head, held, &self.my_scopes)
+                };
+                match admitted {
                     Ok(Admission::Duplicate) => {}
                     Ok(Admission::Store(e)) => {
                         head = Some((e.seq, e.hash()));
@@ -358,6 +401,10 @@ impl Shared {
                         break;
                     }
                 }
+            }
+            // A bad signature stops the batch where it is, unless something earlier did.
+            if refused.is_none() {
+                refused = bad_signature;
             }
             self.store.log_insert(&stored)?;
             if let (Some((seq, hash)), Some(hlc)) = (head, last_hlc) {
@@ -401,6 +448,26 @@ impl Shared {
             hash: hex(&e.hash()),
         }
     }
+}
+
+/// Appends a record to this site's log while the node is not running (`huiyan user add` on a
+/// stopped node, the demo's first accounts): the same signed, durable append as
+/// [`Mesh::append`], without the swarm. The store must be this site's own.
+pub fn append_offline(
+    key: Keypair,
+    site: &str,
+    roster: Roster,
+    store: Store,
+    scope: &str,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<u64, Error> {
+    let bytes = serde_json::to_vec(payload).map_err(|e| Error::Record {
+        reason: e.to_string(),
+    })?;
+    // Nobody listens: there is no swarm to announce the new head to until the node starts.
+    let (cmd, _) = mpsc::channel(1);
+    Shared::new(key, site.to_owned(), roster, store, cmd)?.append(scope, kind, bytes)
 }
 
 fn poisoned() -> Error {
@@ -492,6 +559,26 @@ impl Mesh {
         self.shared.durable_vv()
     }
 
+    /// Watches the durable version vector: it changes after every local append and every batch
+    /// applied from a peer, once the entries are on disk. Views derived from the logs follow it.
+    pub fn watch(&self) -> watch::Receiver<VersionVector> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Whether a connection to the node of `site` is open now. Cheap: no store access.
+    pub fn is_connected(&self, site: &str) -> bool {
+        let Some(peer) = self.shared.roster.site(site).and_then(|s| s.peer_id) else {
+            return false;
+        };
+        if peer == self.shared.me {
+            return true;
+        }
+        self.shared
+            .peers
+            .read()
+            .is_ok_and(|peers| peers.iter().any(|p| p.peer == peer && p.connected))
+    }
+
     /// Sync status: version vector, digest, peers with lag and last error, refusals.
     pub fn status(&self) -> Result<SyncStatus, Error> {
         let s = &self.shared;
@@ -508,6 +595,7 @@ impl Mesh {
         }
         let digest = hex(&sha2::Digest::finalize(digest));
         let known = s.peers.read().map(|p| p.clone()).unwrap_or_default();
+        let links = s.links.read().map(|l| l.clone()).unwrap_or_default();
         let peers = s
             .roster
             .sites
@@ -520,6 +608,9 @@ impl Mesh {
                     site: site.id.clone(),
                     peer_id: pid.to_base58(),
                     connected: k.is_some_and(|k| k.connected),
+                    connection: links
+                        .get(&pid)
+                        .map(|relayed| if *relayed { "relayed" } else { "direct" }),
                     lag_entries: k.map_or(0, |k| k.lag_entries),
                     lag_seconds: k.map_or(0.0, |k| k.lag_seconds),
                     last_error: k.and_then(|k| k.last_error.clone()),
@@ -547,6 +638,7 @@ impl Mesh {
             entries,
             log_bytes,
             peers,
+            relay: s.relay.read().map(|r| r.clone()).unwrap_or_default(),
             refused,
         })
     }
@@ -586,6 +678,16 @@ impl Mesh {
             m.connected_peers.clone(),
         );
         r.register(
+            "relayed_peers",
+            "Roster peers reached only through the hub relay",
+            m.relayed_peers.clone(),
+        );
+        r.register(
+            "mdns_ignored",
+            "Peers found by mDNS that are not in the roster (ignored)",
+            m.mdns_ignored.clone(),
+        );
+        r.register(
             "appended",
             "Records appended to this site's log",
             m.appended.clone(),
@@ -600,6 +702,14 @@ impl Mesh {
     /// Stops the swarm task (the store stays open).
     pub async fn shutdown(&self) {
         let _ = self.shared.cmd.send(Command::Shutdown).await;
+    }
+
+    /// Hands the swarm peers as if mDNS had found them on the LAN: roster peers get the
+    /// address and are dialled, others are ignored. For tests: mDNS itself never runs on
+    /// loopback.
+    #[doc(hidden)]
+    pub async fn inject_discovery(&self, found: Vec<(PeerId, libp2p::Multiaddr)>) {
+        let _ = self.shared.cmd.send(Command::Discovered(found)).await;
     }
 
     /// Current clock of this node (for tests and diagnostics).

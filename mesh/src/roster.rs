@@ -121,6 +121,12 @@ pub const SCOPES: [&str; 6] = [
     "conference",
 ];
 
+/// The scope of the audit trail of one site: it stays on that site and reaches the sites that
+/// hold every scope.
+pub fn audit_scope(site: &str) -> String {
+    format!("audit/{site}")
+}
+
 /// The scope of the community-correction records of one justice office.
 pub fn correction_scope(office: &str) -> String {
     format!("correction/{office}")
@@ -156,7 +162,7 @@ fn peer_id_opt<S: serde::Serializer>(p: &Option<PeerId>, s: S) -> Result<S::Ok, 
 impl Site {
     /// Whether this site may hold records of `scope`.
     pub fn may_hold(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == "*" || s == scope)
+        crate::scope::allows(&self.scopes, scope)
     }
 }
 
@@ -268,15 +274,29 @@ impl Roster {
                         self.sites
                             .iter()
                             .any(|s| s.id == office && s.role == Role::Office)
+                    })
+                    || ["audit/", "mediation/"].iter().any(|prefix| {
+                        scope
+                            .strip_prefix(prefix)
+                            .is_some_and(|id| self.sites.iter().any(|s| s.id == id))
                     });
                 if !known {
                     let msg = format!("unknown scope `{scope}`");
                     let hint = format!(
-                        "scopes are \"*\", {}, or \"correction/<office id>\"",
+                        "scopes are \"*\", {}, \"correction/<office id>\", \"audit/<site id>\" or \
+                         \"mediation/<site id>\"",
                         SCOPES.map(|s| format!("\"{s}\"")).join(", ")
                     );
                     c.error(&at("scopes"), msg, &hint);
                 }
+            }
+            let own_audit = audit_scope(&site.id);
+            if !crate::scope::allows(&site.scopes, &own_audit) {
+                c.error(
+                    &at("scopes"),
+                    format!("site `{}` cannot hold its own audit trail", site.id),
+                    &format!("add \"{own_audit}\" to its scopes"),
+                );
             }
             if site.role == Role::Scenic && site.scopes.iter().any(|s| s.starts_with("correction/"))
             {
@@ -373,7 +393,7 @@ role = "scenic"
 mesh = "127.0.0.1:7001"
 media = "127.0.0.1:7101"
 web = "127.0.0.1:8001"
-scopes = ["public", "mediation"]
+scopes = ["public", "mediation", "audit/scenic-1"]
 "#;
 
     #[test]

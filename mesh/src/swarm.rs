@@ -9,6 +9,17 @@
 //!
 //! Peers not in the roster are refused when their connection is established (allow list),
 //! logged and counted. The swarm never touches sled: it reads and writes through `Shared`.
+//!
+//! Finding peers: every roster peer is dialled at its roster address; on a LAN, mDNS adds the
+//! addresses it discovers for roster peers (others are ignored) and dials them at once. mDNS
+//! runs only when the mesh listens on a non-loopback address (see [`MeshConfig::mdns`]).
+//!
+//! Sites behind NAT: the hub runs a circuit relay v2 server. Every other site is a relay
+//! client: it keeps a reservation at the hub (it listens on a `/p2p-circuit` address through
+//! it), and when a direct dial to a peer fails it dials that peer through the hub. A relayed
+//! connection is replaced by a direct one as soon as a later direct dial succeeds. Relayed
+//! connections pass the same roster allow list as direct ones, and only roster peers can reach
+//! the hub at all, so the relay serves roster peers only. See [`RelayLimits`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -19,13 +30,15 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
 use libp2p::identity::{Keypair, PeerId};
 use libp2p::multiaddr::{Multiaddr, Protocol};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{StreamProtocol, Swarm, allow_block_list, connection_limits, gossipsub, identify};
-use libp2p::{noise, ping, tcp, yamux};
+use libp2p::{mdns, noise, ping, relay, tcp, yamux};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -34,7 +47,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::log::Entry;
 use crate::replica::{Command, DirLabel, Mesh, PeerLabel, Shared, wall_ms};
-use crate::roster::Roster;
+use crate::roster::{Role, Roster};
 use crate::store::Store;
 use crate::sync::{Planner, SyncConfig, serve};
 use crate::vv::VersionVector;
@@ -87,6 +100,61 @@ impl Default for Timing {
     }
 }
 
+/// Limits of the relay server on the hub. The libp2p defaults (2 min and 128 KiB per circuit,
+/// one circuit per peer every 2 min) suit a public relay used only to set up a direct
+/// connection; here a circuit carries the whole sync between two sites that cannot reach each
+/// other, so the limits are raised, while the roster allow list keeps everyone else out.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// Longest life of one circuit. Default 6 h: a circuit that ends is dialled again at once
+    /// (the next redial of that peer), so this only bounds how long a stale one can live.
+    pub circuit_duration: Duration,
+    /// Most bytes one circuit carries (both directions). Default 1 GiB: a week of records of a
+    /// busy site, many times a long outage's catch-up.
+    pub circuit_bytes: u64,
+    /// Most circuits at once. Default 64: every pair of an 8-site pilot, with room.
+    pub max_circuits: usize,
+    /// Most circuits per source peer. Default 16.
+    pub max_circuits_per_peer: usize,
+    /// Circuits or reservations a peer may open per minute. Default 60: a flapping link may
+    /// come back every second without being refused.
+    pub per_minute: u32,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            circuit_duration: Duration::from_secs(6 * 3600),
+            circuit_bytes: 1 << 30,
+            max_circuits: 64,
+            max_circuits_per_peer: 16,
+            per_minute: 60,
+        }
+    }
+}
+
+impl RelayLimits {
+    fn config(&self) -> relay::Config {
+        let per_minute = std::num::NonZeroU32::new(self.per_minute.max(1)).unwrap_or(
+            // `max(1)` makes this unreachable; MIN is the only constant NonZeroU32.
+            std::num::NonZeroU32::MIN,
+        );
+        relay::Config {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            reservation_rate_limiters: Vec::new(),
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: self.circuit_duration,
+            max_circuit_bytes: self.circuit_bytes,
+            circuit_src_rate_limiters: Vec::new(),
+        }
+        .reservation_rate_per_peer(per_minute, Duration::from_secs(60))
+        .circuit_src_per_peer(per_minute, Duration::from_secs(60))
+    }
+}
+
 /// Deliberate misbehaviour, for tests that need a faulty peer. Never set by the node.
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,6 +185,12 @@ pub struct MeshConfig {
     pub sync: SyncConfig,
     /// Network timing.
     pub timing: Timing,
+    /// Discover roster peers on the LAN by mDNS. The node turns it on when `listen.mesh` is not
+    /// a loopback address: a loopback-only node has no LAN, and tests and the demo must not
+    /// send multicast on the machine's real network.
+    pub mdns: bool,
+    /// Limits of the relay server (used on the hub only).
+    pub relay: RelayLimits,
     #[doc(hidden)]
     pub fault: Fault,
 }
@@ -129,6 +203,12 @@ struct Behaviour {
     ping: ping::Behaviour,
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<SyncCodec>,
+    /// Relay v2 server: on the hub only.
+    relay: Toggle<relay::Behaviour>,
+    /// Relay v2 client: reservations at the hub and dials through it.
+    relay_client: relay::client::Behaviour,
+    /// LAN discovery, when enabled.
+    mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 /// Length-prefixed sync messages; counts bytes in and out.
@@ -243,14 +323,111 @@ fn dial_addrs(host: &str, port: u16) -> Vec<Multiaddr> {
     ]
 }
 
+/// First delay before asking the hub again for a refused reservation; doubles up to 60 s.
+const RESERVE_RETRY_MIN: Duration = Duration::from_secs(2);
+
+/// Most LAN addresses remembered per peer from mDNS.
+const MAX_MDNS_ADDRS: usize = 8;
+
 /// Redial state of one roster peer.
 #[derive(Debug)]
 struct Redial {
+    /// Roster addresses.
     addrs: Vec<Multiaddr>,
+    /// Addresses found by mDNS on the LAN, dialled before the roster ones.
+    lan: Vec<Multiaddr>,
     next_at: Instant,
     backoff: Duration,
-    connections: usize,
+    /// Open connections: relayed or not.
+    conns: BTreeMap<ConnectionId, bool>,
+    /// A direct dial is under way.
     dialing: bool,
+    /// A dial through the hub relay is under way.
+    relay_dialing: bool,
+}
+
+impl Redial {
+    fn new(addrs: Vec<Multiaddr>, backoff: Duration) -> Self {
+        Self {
+            addrs,
+            lan: Vec::new(),
+            next_at: Instant::now(),
+            backoff,
+            conns: BTreeMap::new(),
+            dialing: false,
+            relay_dialing: false,
+        }
+    }
+
+    fn direct(&self) -> usize {
+        self.conns.values().filter(|r| !**r).count()
+    }
+
+    fn relayed(&self) -> usize {
+        self.conns.values().filter(|r| **r).count()
+    }
+
+    /// Addresses to dial directly: LAN first, then the roster.
+    fn dial_addrs(&self) -> Vec<Multiaddr> {
+        self.lan.iter().chain(&self.addrs).cloned().collect()
+    }
+}
+
+/// What mDNS found, sorted: roster peers get the address (returned so they are dialled now);
+/// anyone else is ignored and counted.
+fn on_discovered(
+    redials: &mut BTreeMap<PeerId, Redial>,
+    found: Vec<(PeerId, Multiaddr)>,
+) -> (Vec<PeerId>, usize) {
+    let mut dial = Vec::new();
+    let mut ignored = 0;
+    for (peer, addr) in found {
+        let Some(r) = redials.get_mut(&peer) else {
+            ignored += 1;
+            continue;
+        };
+        // Only direct transports: a discovered relay address would bypass the hub's checks.
+        let direct = addr.iter().all(|p| {
+            !matches!(
+                p,
+                Protocol::P2pCircuit | Protocol::Dns(_) | Protocol::Dnsaddr(_)
+            )
+        });
+        if !direct || r.lan.contains(&addr) || r.lan.len() >= MAX_MDNS_ADDRS {
+            continue;
+        }
+        r.lan.push(addr);
+        if r.direct() == 0 && !dial.contains(&peer) {
+            r.next_at = Instant::now();
+            dial.push(peer);
+        }
+    }
+    (dial, ignored)
+}
+
+/// The address of `peer` through the relay `hub` at `hub_addr`.
+fn circuit_addr(hub_addr: &Multiaddr, hub: PeerId, peer: Option<PeerId>) -> Multiaddr {
+    let a = hub_addr
+        .clone()
+        .with(Protocol::P2p(hub))
+        .with(Protocol::P2pCircuit);
+    match peer {
+        Some(p) => a.with(Protocol::P2p(p)),
+        None => a,
+    }
+}
+
+/// The first enrolled hub of the roster other than `me`, with its first (QUIC) address.
+fn relay_hub(roster: &Roster, me: PeerId) -> Option<(PeerId, Multiaddr)> {
+    roster
+        .sites
+        .iter()
+        .filter(|s| s.role == Role::Hub)
+        .find_map(|s| {
+            let p = s.peer_id.filter(|p| *p != me)?;
+            let addr = dial_addrs(&s.mesh.host, s.mesh.port).into_iter().next()?;
+            Some((p, addr))
+        })
 }
 
 /// What an outbound request was for.
@@ -292,15 +469,26 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
         };
         allow.allow_peer(p);
         let addrs = dial_addrs(&site.mesh.host, site.mesh.port);
-        let r = Redial {
-            addrs,
-            next_at: Instant::now(),
-            backoff: cfg.timing.redial_min,
-            connections: 0,
-            dialing: false,
-        };
-        redials.insert(p, r);
+        redials.insert(p, Redial::new(addrs, cfg.timing.redial_min));
     }
+    // The hub serves as relay; every other site uses it as one.
+    let is_hub = cfg
+        .roster
+        .site(&cfg.site)
+        .is_some_and(|s| s.role == Role::Hub);
+    let hub = if is_hub {
+        None
+    } else {
+        relay_hub(&cfg.roster, me)
+    };
+    let relay_server = is_hub.then(|| relay::Behaviour::new(me, cfg.relay.config()));
+    let mdns = if cfg.mdns {
+        let m = mdns::tokio::Behaviour::new(mdns::Config::default(), me)
+            .map_err(|e| mesh_err(format!("mDNS: {e}")))?;
+        Some(m)
+    } else {
+        None
+    };
 
     let codec = SyncCodec::default();
     let timing = cfg.timing.clone();
@@ -321,7 +509,9 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
             q.handshake_timeout = Duration::from_secs(20);
             q
         })
-        .with_behaviour(|k| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| mesh_err(format!("relay client transport: {e}")))?
+        .with_behaviour(|k, relay_client| {
             let gs_cfg = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_secs(5))
                 .validation_mode(gossipsub::ValidationMode::Strict)
@@ -347,10 +537,11 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
                         .with_max_pending_incoming(Some(32))
                         .with_max_established_per_peer(Some(3)),
                 ),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/huiyan/1".into(),
-                    k.public(),
-                )),
+                // No address cache: peers are dialled only at roster (or mDNS) addresses, never
+                // at whatever address a peer says it listens on.
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/huiyan/1".into(), k.public()).with_cache_size(0),
+                ),
                 ping: ping::Behaviour::new(
                     ping::Config::new().with_interval(Duration::from_secs(30)),
                 ),
@@ -360,6 +551,9 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
                     [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
                     rr_cfg,
                 ),
+                relay: relay_server.into(),
+                relay_client,
+                mdns: mdns.into(),
             })
         })
         .map_err(|e| mesh_err(format!("behaviour: {e}")))?
@@ -388,6 +582,25 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
     swarm
         .listen_on(ip.with(Protocol::Tcp(port)))
         .map_err(|e| in_use("TCP", &e))?;
+    if let Some(r) = swarm.behaviour_mut().relay.as_mut() {
+        // A hub has no "confirmed external address" for libp2p to find; it serves regardless.
+        r.set_status(Some(relay::Status::Enable));
+    }
+    if is_hub && let Some(me_site) = cfg.roster.site(&cfg.site) {
+        // Reservations name the relay's addresses: the roster's, which is how sites reach it.
+        for a in dial_addrs(&me_site.mesh.host, me_site.mesh.port) {
+            swarm.add_external_address(a);
+        }
+    }
+    if let Ok(mut st) = shared.relay.write() {
+        st.role = if is_hub {
+            "server"
+        } else if hub.is_some() {
+            "client"
+        } else {
+            "none"
+        };
+    }
 
     let planner = Planner::new(cfg.sync.clone(), shared.durable_vv());
     let mesh = Mesh {
@@ -405,6 +618,11 @@ pub async fn start(cfg: MeshConfig) -> Result<(Mesh, tokio::task::JoinHandle<()>
         fault: cfg.fault,
         last_announce: Instant::now() - Duration::from_secs(3600),
         announce_due: true,
+        hub,
+        relay_listener: None,
+        reserve_at: Instant::now(),
+        reserve_backoff: RESERVE_RETRY_MIN,
+        dials: HashMap::new(),
     };
     let task = tokio::spawn(driver.run(cmd_rx));
     info!(site = %cfg.site, peer = %me, listen = %cfg.listen, "mesh started");
@@ -423,6 +641,15 @@ struct Driver {
     fault: Fault,
     last_announce: Instant,
     announce_due: bool,
+    /// The relay hub (PeerId, address), for a site that is not the hub.
+    hub: Option<(PeerId, Multiaddr)>,
+    /// Our listener on a circuit address through the hub, while the reservation is wanted.
+    relay_listener: Option<ListenerId>,
+    /// When to ask the hub for a reservation again after a refusal, and the next delay.
+    reserve_at: Instant,
+    reserve_backoff: Duration,
+    /// Dials under way: to whom, and whether through the relay.
+    dials: HashMap<ConnectionId, (PeerId, bool)>,
 }
 
 impl Driver {
@@ -470,6 +697,7 @@ impl Driver {
                         self.planner.on_applied(self.shared.me, vv.get(&self.shared.me), wall_ms());
                         self.announce_due = true;
                     }
+                    Some(Command::Discovered(found)) => self.on_mdns(found),
                     Some(Command::Shutdown) | None => break,
                 },
                 Some(done) = done_rx.recv() => {
@@ -479,6 +707,7 @@ impl Driver {
                 _ = heads_tick.tick() => self.announce_due = true,
                 _ = tick.tick() => {
                     self.redial();
+                    self.keep_reservation();
                     self.publish_status();
                 }
             }
@@ -562,23 +791,97 @@ impl Driver {
         }
     }
 
+    /// Dials every roster peer without a direct connection whose backoff has run out. A peer
+    /// reached only through the relay is still dialled directly, to replace the circuit.
     fn redial(&mut self) {
         let now = Instant::now();
         for (peer, r) in &mut self.redials {
-            if r.connections > 0 || r.dialing || r.next_at > now || r.addrs.is_empty() {
+            let addrs = r.dial_addrs();
+            if r.direct() > 0 || r.dialing || r.next_at > now || addrs.is_empty() {
                 continue;
             }
+            let condition = if r.relayed() > 0 || r.relay_dialing {
+                PeerCondition::Always
+            } else {
+                PeerCondition::DisconnectedAndNotDialing
+            };
             let opts = DialOpts::peer_id(*peer)
-                .addresses(r.addrs.clone())
-                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(addrs)
+                .condition(condition)
                 .build();
+            let id = opts.connection_id();
             match self.swarm.dial(opts) {
-                Ok(()) => r.dialing = true,
+                Ok(()) => {
+                    r.dialing = true;
+                    self.dials.insert(id, (*peer, false));
+                }
                 Err(e) => {
                     debug!(peer = %peer, error = %e, "dial not started");
                     schedule(r, &self.timing);
                 }
             }
+        }
+    }
+
+    /// Dials `peer` through the hub relay, if we are a relay client, the hub is connected
+    /// directly and no circuit to `peer` exists or is being made.
+    fn dial_via_hub(&mut self, peer: PeerId) {
+        let Some((hub, hub_addr)) = self.hub.clone() else {
+            return;
+        };
+        let hub_up = self.redials.get(&hub).is_some_and(|h| h.direct() > 0);
+        let Some(r) = self.redials.get_mut(&peer) else {
+            return;
+        };
+        if peer == hub || !hub_up || r.relay_dialing || r.conns.values().any(|x| *x) {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(vec![circuit_addr(&hub_addr, hub, Some(peer))])
+            .condition(PeerCondition::Always)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                r.relay_dialing = true;
+                self.dials.insert(id, (peer, true));
+                debug!(peer = %self.shared.site_of(&peer), "dialling through the hub relay");
+            }
+            Err(e) => debug!(peer = %peer, error = %e, "relay dial not started"),
+        }
+    }
+
+    /// Keeps a reservation at the hub while the hub is connected directly, so that peers that
+    /// cannot dial us can reach us through it.
+    fn keep_reservation(&mut self) {
+        let Some((hub, hub_addr)) = self.hub.clone() else {
+            return;
+        };
+        let hub_up = self.redials.get(&hub).is_some_and(|h| h.direct() > 0);
+        if self.relay_listener.is_some() || !hub_up || Instant::now() < self.reserve_at {
+            return;
+        }
+        match self.swarm.listen_on(circuit_addr(&hub_addr, hub, None)) {
+            Ok(id) => self.relay_listener = Some(id),
+            Err(e) => debug!(error = %e, "no reservation at the hub relay"),
+        }
+    }
+
+    /// Peers found by mDNS (or injected by a test as if found).
+    fn on_mdns(&mut self, found: Vec<(PeerId, Multiaddr)>) {
+        let (dial, ignored) = on_discovered(&mut self.redials, found);
+        if ignored > 0 {
+            debug!(
+                ignored,
+                "mDNS found peers that are not in the roster; ignored"
+            );
+            self.shared.metrics.mdns_ignored.inc_by(ignored as u64);
+        }
+        for peer in &dial {
+            info!(peer = %self.shared.site_of(peer), "found on the LAN by mDNS");
+        }
+        if !dial.is_empty() {
+            self.redial();
         }
     }
 
@@ -595,8 +898,28 @@ impl Driver {
                 .set(s.lag_entries as i64);
             m.lag_seconds.get_or_create(&label).set(s.lag_seconds);
         }
-        let connected = self.redials.values().filter(|r| r.connections > 0).count();
+        let connected = self
+            .redials
+            .values()
+            .filter(|r| !r.conns.is_empty())
+            .count();
         m.connected_peers.set(connected as i64);
+        let relayed = self
+            .redials
+            .values()
+            .filter(|r| r.direct() == 0 && r.relayed() > 0);
+        m.relayed_peers.set(relayed.count() as i64);
+        if let Ok(mut c) = self.shared.links.write() {
+            *c = self
+                .redials
+                .iter()
+                .filter(|(_, r)| !r.conns.is_empty())
+                .map(|(p, r)| (*p, r.direct() == 0))
+                .collect();
+        }
+        if let Ok(mut st) = self.shared.relay.write() {
+            st.reserved = self.relay_listener.is_some() && st.reserved;
+        }
         let inb = self.codec.bytes_in.load(Ordering::Relaxed);
         let outb = self.codec.bytes_out.load(Ordering::Relaxed);
         let c_in = m.sync_bytes.get_or_create(&DirLabel {
@@ -617,6 +940,7 @@ impl Driver {
         match ev {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -626,11 +950,30 @@ impl Driver {
                     ConnectedPoint::Dialer { address, .. } => address.clone(),
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
                 };
-                info!(peer = %site, %addr, "peer connected");
+                let relayed = endpoint.is_relayed();
+                let how = if relayed { "relayed" } else { "direct" };
+                info!(peer = %site, %addr, connection = how, "peer connected");
+                let dial = self.dials.remove(&connection_id);
+                let mut surplus = Vec::new();
                 if let Some(r) = self.redials.get_mut(&peer_id) {
-                    r.connections = num_established.get() as usize;
-                    r.dialing = false;
-                    r.backoff = self.timing.redial_min;
+                    r.conns.insert(connection_id, relayed);
+                    match dial {
+                        Some((_, true)) => r.relay_dialing = false,
+                        Some((_, false)) => r.dialing = false,
+                        None => {}
+                    }
+                    if !relayed {
+                        r.dialing = false;
+                        r.backoff = self.timing.redial_min;
+                    }
+                    // A direct connection makes every circuit to that peer surplus.
+                    if r.direct() > 0 {
+                        surplus.extend(r.conns.iter().filter(|(_, x)| **x).map(|(id, _)| *id));
+                    }
+                }
+                for id in surplus {
+                    debug!(peer = %site, "direct connection up; closing the relayed one");
+                    self.swarm.close_connection(id);
                 }
                 if num_established.get() == 1 {
                     let covers =
@@ -645,36 +988,98 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 cause,
                 ..
             } => {
-                let site = self.shared.site_of(&peer_id);
-                info!(peer = %site, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
-                self.planner.on_disconnected(&peer_id);
-                self.pending.retain(|_, (p, _)| *p != peer_id);
+                let mut direct_left = true;
                 if let Some(r) = self.redials.get_mut(&peer_id) {
-                    r.connections = 0;
-                    r.dialing = false;
-                    schedule(r, &self.timing);
+                    r.conns.remove(&connection_id);
+                    direct_left = r.direct() > 0;
+                }
+                if num_established == 0 {
+                    let site = self.shared.site_of(&peer_id);
+                    let cause = cause.map(|c| c.to_string());
+                    info!(peer = %site, cause = ?cause, "peer disconnected");
+                    self.planner.on_disconnected(&peer_id);
+                    self.pending.retain(|_, (p, _)| *p != peer_id);
+                    if let Some(r) = self.redials.get_mut(&peer_id) {
+                        r.dialing = false;
+                        r.relay_dialing = false;
+                        schedule(r, &self.timing);
+                    }
+                }
+                // Without the hub, the reservation through it is gone too.
+                if !direct_left && self.hub.as_ref().is_some_and(|(h, _)| *h == peer_id) {
+                    self.drop_reservation();
                 }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer_id),
+                connection_id,
                 error,
                 ..
             } => {
+                let via_relay = self.dials.remove(&connection_id).is_some_and(|(_, r)| r);
                 if let Some(r) = self.redials.get_mut(&peer_id) {
-                    r.dialing = false;
-                    if r.connections == 0 {
-                        schedule(r, &self.timing);
+                    if via_relay {
+                        r.relay_dialing = false;
+                    } else {
+                        r.dialing = false;
+                        if r.direct() == 0 {
+                            schedule(r, &self.timing);
+                        }
                     }
                 }
+                let site = self.shared.site_of(&peer_id);
                 if let DialError::Denied { cause } = &error {
                     debug!(peer = %peer_id, %cause, "dial denied");
+                } else if via_relay {
+                    debug!(peer = %site, error = %error, "dial through the hub relay failed");
                 } else {
-                    debug!(peer = %self.shared.site_of(&peer_id), error = %error, "dial failed");
+                    debug!(peer = %site, error = %error, "dial failed");
+                    // Behind NAT or a cut link: try the way through the hub.
+                    self.dial_via_hub(peer_id);
                 }
+            }
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } if Some(listener_id) == self.relay_listener => {
+                info!(%address, "reachable through the hub relay");
+                self.reserve_backoff = RESERVE_RETRY_MIN;
+                if let Ok(mut st) = self.shared.relay.write() {
+                    st.reserved = true;
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if Some(listener_id) == self.relay_listener => {
+                let reason = reason.err().map(|e| e.to_string());
+                debug!(reason = ?reason, "hub relay reservation ended");
+                self.relay_listener = None;
+                let jitter = rand::thread_rng().gen_range(0.75..1.25);
+                self.reserve_at = Instant::now() + self.reserve_backoff.mul_f64(jitter);
+                self.reserve_backoff = (self.reserve_backoff * 2).min(Duration::from_secs(60));
+                if let Ok(mut st) = self.shared.relay.write() {
+                    st.reserved = false;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                self.on_mdns(found);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Expired(gone))) => {
+                for (peer, addr) in gone {
+                    if let Some(r) = self.redials.get_mut(&peer) {
+                        r.lan.retain(|a| *a != addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => {
+                debug!(event = ?ev, "relay server");
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -706,6 +1111,17 @@ impl Driver {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev, now),
             _ => {}
+        }
+    }
+
+    /// Gives up the listener on the hub relay (the hub connection is gone); the next tick with
+    /// the hub connected makes a new reservation.
+    fn drop_reservation(&mut self) {
+        if let Some(id) = self.relay_listener.take() {
+            self.swarm.remove_listener(id);
+        }
+        if let Ok(mut st) = self.shared.relay.write() {
+            st.reserved = false;
         }
     }
 
@@ -845,4 +1261,65 @@ fn schedule(r: &mut Redial, t: &Timing) {
     let jitter = rand::thread_rng().gen_range(0.75..1.25);
     r.next_at = Instant::now() + r.backoff.mul_f64(jitter);
     r.backoff = (r.backoff * 2).min(t.redial_max);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_takes_roster_peers_only_and_bounds_addresses() {
+        let (friend, stranger) = (PeerId::random(), PeerId::random());
+        let mut redials = BTreeMap::new();
+        redials.insert(
+            friend,
+            Redial::new(dial_addrs("10.0.0.1", 7000), Duration::ZERO),
+        );
+        let lan = |i: u8| -> Multiaddr {
+            format!("/ip4/192.168.1.{i}/udp/7000/quic-v1")
+                .parse()
+                .unwrap()
+        };
+
+        let (dial, ignored) =
+            on_discovered(&mut redials, vec![(friend, lan(1)), (stranger, lan(2))]);
+        assert_eq!((dial, ignored), (vec![friend], 1));
+        // LAN addresses come before the roster's.
+        assert_eq!(redials[&friend].dial_addrs()[0], lan(1));
+
+        // Known again: nothing new to dial. A relay address is never taken from the LAN.
+        let circuit = circuit_addr(&lan(3), stranger, Some(friend));
+        let (dial, _) = on_discovered(&mut redials, vec![(friend, lan(1)), (friend, circuit)]);
+        assert!(dial.is_empty());
+        assert_eq!(redials[&friend].lan.len(), 1);
+
+        // At most MAX_MDNS_ADDRS per peer; a connected peer is not dialled again.
+        redials
+            .get_mut(&friend)
+            .unwrap()
+            .conns
+            .insert(ConnectionId::new_unchecked(1), false);
+        let many = (10..40).map(|i| (friend, lan(i))).collect();
+        let (dial, _) = on_discovered(&mut redials, many);
+        assert!(dial.is_empty());
+        assert_eq!(redials[&friend].lan.len(), MAX_MDNS_ADDRS);
+    }
+
+    #[test]
+    fn circuit_addresses_go_through_the_hub() {
+        let (hub, peer) = (PeerId::random(), PeerId::random());
+        let a = circuit_addr(&dial_addrs("10.0.0.1", 7000)[0], hub, Some(peer));
+        assert_eq!(
+            a.to_string(),
+            format!("/ip4/10.0.0.1/udp/7000/quic-v1/p2p/{hub}/p2p-circuit/p2p/{peer}")
+        );
+    }
+
+    #[test]
+    fn relay_limits_are_raised_over_the_libp2p_defaults() {
+        let ours = RelayLimits::default().config();
+        let theirs = relay::Config::default();
+        assert!(ours.max_circuit_duration > theirs.max_circuit_duration);
+        assert!(ours.max_circuit_bytes > theirs.max_circuit_bytes);
+    }
 }

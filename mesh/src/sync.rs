@@ -253,12 +253,18 @@ impl Planner {
         let budget = self.cfg.window;
         let buffered_from =
             |peer: &PeerId| self.buffered.values().filter(|(p, _)| p == peer).count();
+        // The range right after our holdings is what every buffered batch waits for: it may
+        // go to a peer whose budget is full of such batches (else, when only that peer can
+        // serve it in full, nothing moves again). Buffered batches stay bounded: every other
+        // range still counts them.
+        let head = seq == self.local.get(&origin) + 1;
         self.peers
             .iter()
             .filter(|(id, p)| {
                 p.connected
                     && p.remote.get(&origin) >= seq
-                    && p.in_flight + buffered_from(id) < budget
+                    && p.in_flight < budget
+                    && (head || p.in_flight + buffered_from(id) < budget)
                     && p.penalties
                         .get(&origin)
                         .is_none_or(|until| *until <= now_ms)
@@ -407,6 +413,17 @@ pub fn admit(
         return Err(Refusal::UnknownOrigin);
     }
     entry.check_signature()?;
+    admit_verified(entry, head, held, my_scopes)
+}
+
+/// [`admit`] for an entry of a roster origin whose signature is already checked (signatures
+/// need no log state, so the caller checks them before it locks the log heads).
+pub fn admit_verified(
+    entry: Entry,
+    head: Option<(u64, Hash)>,
+    held: impl Fn(u64) -> Option<Hash>,
+    my_scopes: &[String],
+) -> Result<Admission, Refusal> {
     let have = head.map_or(0, |(s, _)| s);
     if entry.seq <= have {
         return match held(entry.seq) {
@@ -546,6 +563,46 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn the_range_everything_waits_for_goes_to_a_peer_with_a_full_buffer() {
+        let key = Keypair::generate_ed25519();
+        let origin = key.public().to_peer_id();
+        let c = chain(&key, 8, "correction/office-1");
+        let (hub, scenic) = (PeerId::random(), PeerId::random());
+        let cfg = SyncConfig {
+            chunk_entries: 2,
+            window: 3,
+            penalty_ms: 1000,
+        };
+        let mut p = Planner::new(cfg, VersionVector::new());
+        let vv: VersionVector = [(origin, 8)].into_iter().collect();
+        p.on_connected(hub, true);
+        p.on_heads(hub, vv.clone(), 0);
+        // 1..2 went to the hub and was lost; 3..8 arrived and wait for it.
+        let sent = p.next_requests(0);
+        assert_eq!(sent.len(), 3);
+        p.on_request_failed(hub, origin, 1, "timeout".into());
+        p.on_batch(hub, origin, 3, c[2..4].to_vec(), 0);
+        p.on_batch(hub, origin, 5, c[4..6].to_vec(), 0);
+        let more = p.next_requests(0);
+        p.on_batch(hub, origin, 7, c[6..8].to_vec(), 0);
+        assert!(
+            more.iter().all(|(_, r)| r.from == 1 || r.from == 7),
+            "{more:?}"
+        );
+
+        // Only the scenic room (withheld copies) has budget left, yet 1..2 goes to the hub.
+        p.on_connected(scenic, false);
+        p.on_heads(scenic, vv, 0);
+        if more.iter().any(|(_, r)| r.from == 1) {
+            p.on_request_failed(hub, origin, 1, "timeout".into());
+        }
+        let r = p.next_requests(0);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].0, hub);
+        assert_eq!((r[0].1.from, r[0].1.to), (1, 2));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Every field has a named default below, with its unit and the reason for it.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use huiyan_mesh::diag::{Checker, Diagnostic, Fields};
@@ -71,6 +71,12 @@ pub struct Listen {
     pub mesh: SocketAddr,
     pub media: SocketAddr,
     pub rtc: SocketAddr,
+    /// The IP browsers are told to send WebRTC media to (the host candidate of every answer),
+    /// with the port of `rtc`. Default: none, which means the IP of `rtc` itself, or for a
+    /// wildcard `rtc` the address of the host's default route (see `huiyan_media::driver`).
+    /// Set it when the node is reached at an address it cannot see: a LAN address on a host
+    /// with several interfaces, or the public side of a 1:1 NAT.
+    pub rtc_advertise: Option<IpAddr>,
 }
 
 /// PEM files for HTTPS.
@@ -98,6 +104,8 @@ pub struct Room {
     pub kind: String,
     pub name_zh: String,
     pub name_en: String,
+    /// Korean name, for the public tourist app; optional (the English name stands in).
+    pub name_ko: Option<String>,
 }
 
 /// A site config with the roster it names, both valid.
@@ -201,6 +209,7 @@ fn read(c: &mut Checker, doc: &toml_edit::ImDocument<String>, path: &Path) -> Op
             kind: one_of(c, f, "kind", &ROOM_KINDS)?,
             name_zh: f.required(c, "name_zh", "give the Chinese name")?,
             name_en: f.required(c, "name_en", "give the English name")?,
+            name_ko: f.optional(c, "name_ko"),
         })
     });
     root.finish(c);
@@ -228,16 +237,33 @@ fn read_listen(c: &mut Checker, root: &mut Fields<'_>) -> Listen {
             .and_then(|f| f.optional(c, key))
             .unwrap_or(default)
     };
-    let listen = Listen {
-        web: addr("web", DEFAULT_WEB),
-        mesh: addr("mesh", DEFAULT_MESH),
-        media: addr("media", DEFAULT_MEDIA),
-        rtc: addr("rtc", DEFAULT_RTC),
-    };
+    let web = addr("web", DEFAULT_WEB);
+    let mesh = addr("mesh", DEFAULT_MESH);
+    let media = addr("media", DEFAULT_MEDIA);
+    let rtc = addr("rtc", DEFAULT_RTC);
+    // Read as a string: the diagnostics reader knows addresses with ports, not bare IPs.
+    let rtc_advertise = f.as_mut().and_then(|f| {
+        let text: String = f.optional(c, "rtc_advertise")?;
+        match text.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                let msg = format!("expected an IP address without a port, found \"{text}\"");
+                let hint = "give the IP browsers reach the node at, like \"10.20.0.5\"";
+                c.error("listen.rtc_advertise", msg, hint);
+                None
+            }
+        }
+    });
     if let Some(f) = f {
         f.finish(c);
     }
-    listen
+    Listen {
+        web,
+        mesh,
+        media,
+        rtc,
+        rtc_advertise,
+    }
 }
 
 fn read_list<'t, T>(
@@ -285,6 +311,26 @@ fn check(c: &mut Checker, config: &SiteConfig) {
             c.error(field, msg, "give every listener its own port");
         }
     }
+    if let Some(ip) = listen.rtc_advertise {
+        let hint = "give the IP browsers reach the node's `listen.rtc` port at, like \"10.20.0.5\"";
+        let refusal = if ip.is_unspecified() {
+            Some(format!("{ip} is not an address browsers can send to"))
+        } else if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+            Some(format!("{ip} is a multicast or broadcast address"))
+        } else if unreachable_family(ip, listen.rtc.ip()) {
+            let family = |ip: IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+            let bind = listen.rtc;
+            let (have, want) = (family(ip), family(bind.ip()));
+            Some(format!(
+                "{ip} is {have} but `listen.rtc` ({bind}) only receives {want}"
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = refusal {
+            c.error("listen.rtc_advertise", msg, hint);
+        }
+    }
     if config.tls.is_none() && !listen.web.ip().is_loopback() {
         let msg = format!(
             "plain HTTP on {} is not allowed: browsers need HTTPS",
@@ -310,6 +356,17 @@ fn check(c: &mut Checker, config: &SiteConfig) {
             let msg = format!("room id `{}` is listed twice", r.id);
             c.error(&format!("rooms[{i}].id"), msg, "give every room its own id");
         }
+    }
+}
+
+/// Whether a socket bound on `bind` can never receive datagrams sent to `advertised`: an IPv4
+/// socket receives no IPv6, and an IPv6 socket bound to one address receives no IPv4 (a
+/// wildcard IPv6 socket may, through IPv4-mapped addresses).
+fn unreachable_family(advertised: IpAddr, bind: IpAddr) -> bool {
+    match (advertised, bind) {
+        (IpAddr::V6(_), IpAddr::V4(_)) => true,
+        (IpAddr::V4(_), IpAddr::V6(bind)) => !bind.is_unspecified(),
+        _ => false,
     }
 }
 

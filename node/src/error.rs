@@ -53,6 +53,9 @@ pub enum Error {
         addr: SocketAddr,
         reason: String,
     },
+    /// A command-line argument is wrong; the message says which and how to write it.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Runtime(String),
 }

@@ -50,6 +50,8 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let m = &node.metrics;
     m.uptime_seconds.set(node.started.elapsed().as_secs_f64());
+    m.accounts
+        .set(i64::try_from(node.views.accounts().len()).unwrap_or(i64::MAX));
     m.store_size_bytes
         .set(i64::try_from(node.store.size_on_disk()).unwrap_or(i64::MAX));
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";

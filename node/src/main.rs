@@ -4,21 +4,29 @@
 //!
 //! # Limitations
 //!
-//! - The node serves its status page, probes, metrics and site API only; the mesh (#3), media
-//!   (#4, #5) and applications (#6, #7) are still to come.
-//! - Only the web listener is bound; the mesh, media and rtc addresses are validated but unused
-//!   until their issues land.
+//! - The hotline (#7) and the media relay between sites (#5) are still to come; the `media`
+//!   address is validated but unused until then. Mediation (#6) records no WebM yet.
+//! - `huiyan demo --link` emulates the mesh (sync) traffic of the linked sites only, not media.
 
+mod accounts;
+mod agreement;
 mod api;
+mod audit;
+mod auth;
 mod config;
 mod demo;
 mod error;
 mod http;
 mod logging;
+mod mediation;
 mod metrics;
 mod node;
+mod qr;
+mod rooms;
 mod run;
 mod systemd;
+mod users;
+mod views;
 mod web;
 
 use std::path::PathBuf;
@@ -55,6 +63,11 @@ enum Cmd {
         #[arg(default_value = "site-configs")]
         paths: Vec<PathBuf>,
     },
+    /// Staff accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCmd,
+    },
     /// Run the whole pilot (every site of the roster) on this machine, on loopback.
     Demo {
         /// Where the nodes keep their data, keys and logs; default a fresh temp dir, removed
@@ -64,7 +77,68 @@ enum Cmd {
         /// The first port; each site takes ten from here.
         #[arg(long, default_value_t = 8000)]
         base_port: u16,
+        /// Emulate a mountain link between the matching sites and the rest, such as
+        /// `scenic-*=256kbit,300ms,2%` (rate, RTT, loss; also `jitter=Nms`, `mtu=N`, `down`).
+        /// Repeatable; a later flag overrides an earlier one for the sites both match.
+        #[arg(long = "link", value_name = "SITES=SPEC")]
+        links: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a staff account, or replace one (new password and roles), on a stopped node;
+    /// it reaches every site by sync. Prints a generated password unless --password-stdin.
+    Add {
+        /// The site config of this node.
+        #[arg(long)]
+        config: PathBuf,
+        /// Sign-in name: 2-32 lower-case letters, digits, `.`, `-`, `_`.
+        #[arg(long)]
+        username: String,
+        /// The name colleagues see.
+        #[arg(long)]
+        name: String,
+        /// A role on a unit, `role@unit` (such as `admin@bureau`, `mediator@scenic-2`);
+        /// repeat for several.
+        #[arg(long = "grant", required = true)]
+        grants: Vec<String>,
+        /// Read the password (one line, at least 8 characters) from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn user_add(
+    config: &std::path::Path,
+    username: String,
+    display_name: String,
+    grants: &[String],
+    password_stdin: bool,
+) -> Result<(), Error> {
+    let grants = grants
+        .iter()
+        .map(|g| g.parse())
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Error::Usage)?;
+    let (password, generated) = if password_stdin {
+        (users::password_from_stdin()?, false)
+    } else {
+        (accounts::random_password(), true)
+    };
+    let new = users::NewAccount {
+        username: username.clone(),
+        display_name,
+        grants,
+        password: password.clone(),
+    };
+    users::add(config, new)?;
+    if generated {
+        println!("created `{username}` with password: {password}");
+    } else {
+        println!("created `{username}`");
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -86,7 +160,21 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { paths } => config::check_paths(&paths)
             .map(|n| println!("{n} file(s) checked, no error"))
             .map_err(Error::Config),
-        Cmd::Demo { dir, base_port } => demo::demo(dir, base_port),
+        Cmd::Demo {
+            dir,
+            base_port,
+            links,
+        } => demo::demo(dir, base_port, &links),
+        Cmd::User {
+            command:
+                UserCmd::Add {
+                    config,
+                    username,
+                    name,
+                    grants,
+                    password_stdin,
+                },
+        } => user_add(&config, username, name, &grants, password_stdin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,11 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Mutex<Registry>,
@@ -33,6 +38,10 @@ pub struct Metrics {
     pub store_size_bytes: Gauge,
     pub starts: Gauge,
     pub http_requests: Family<HttpLabels, Counter>,
+    /// Sign-ins by outcome (`ok`, `failed`).
+    pub sign_ins: Family<OutcomeLabel, Counter>,
+    /// Accounts in the accounts view.
+    pub accounts: Gauge,
 }
 
 impl Metrics {
@@ -71,12 +80,23 @@ impl Metrics {
             http_requests.clone(),
         );
 
+        let sign_ins = Family::<OutcomeLabel, Counter>::default();
+        registry.register("sign_ins", "Staff sign-ins by outcome", sign_ins.clone());
+        let accounts = Gauge::default();
+        registry.register(
+            "accounts",
+            "Staff accounts known to this node",
+            accounts.clone(),
+        );
+
         Metrics {
             registry: Mutex::new(registry),
             uptime_seconds,
             store_size_bytes,
             starts,
             http_requests,
+            sign_ins,
+            accounts,
         }
     }
 

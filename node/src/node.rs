@@ -10,8 +10,11 @@ use huiyan_mesh::replica::Mesh;
 use huiyan_mesh::roster::{Roster, Site};
 use huiyan_mesh::store::Store;
 
+use crate::accounts::OrgTree;
+use crate::auth::{Sessions, SignInLimiter};
 use crate::config::SiteConfig;
 use crate::metrics::Metrics;
+use crate::views::Views;
 
 #[derive(Debug)]
 pub struct Node {
@@ -28,6 +31,15 @@ pub struct Node {
     pub mesh: OnceLock<Mesh>,
     /// The media engine: WebRTC sessions and the SFU.
     pub media: huiyan_media::driver::MediaHandle,
+    /// The org tree of the roster, for roles on units.
+    pub org: OrgTree,
+    /// State derived from the logs.
+    pub views: Views,
+    /// Staff sign-in sessions of this node.
+    pub sessions: Sessions,
+    pub signin_limit: SignInLimiter,
+    /// Mediators at their consoles, calls placed per address.
+    pub desk: crate::api::mediation::Desk,
 }
 
 /// Named readiness checks. The node is ready when every check passes.

@@ -4,7 +4,7 @@
 //! before the node tells systemd it is ready; any failure exits with code 2 and one clear
 //! message, leaving nothing half-started.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use huiyan_mesh::identity;
 use huiyan_mesh::replica::Mesh;
 use huiyan_mesh::store::Store;
-use huiyan_mesh::swarm::{Fault, MeshConfig, Timing};
+use huiyan_mesh::swarm::{Fault, MeshConfig, RelayLimits, Timing};
 use huiyan_mesh::sync::SyncConfig;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{Instrument, error, info, warn};
@@ -29,11 +29,80 @@ use crate::{http, systemd};
 const GRACE: Duration = Duration::from_secs(3);
 /// How often the supervisor checks health when systemd asks for no watchdog.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often ended sessions are removed from the store.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often the staffing of this node's rooms is checked.
+const PRESENCE_EVERY: Duration = Duration::from_secs(10);
 
 pub fn run(config_path: &Path) -> Result<(), Error> {
     let Loaded { config, roster } = config::load(config_path).map_err(Error::Config)?;
 
-    // Identity: the key must exist and be the one the roster names for this site.
+    let (keypair, peer_id, me) = identity(&config, &roster)?;
+
+    let store = Store::open(&config.data_dir)?;
+    let starts = store.bump_counter("starts")?;
+
+    let web = TcpListener::bind(config.listen.web)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| Error::Bind {
+            what: "web",
+            addr: config.listen.web,
+            reason: e.to_string(),
+        })?;
+
+    let metrics = Metrics::new(BuildLabels {
+        version: env!("CARGO_PKG_VERSION").into(),
+        site: config.site.clone(),
+        role: me.role.to_string(),
+    });
+    metrics
+        .starts
+        .set(i64::try_from(starts).unwrap_or(i64::MAX));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+    let media = runtime.block_on(crate::api::start_media(
+        &config, &roster, &keypair, &metrics,
+    ))?;
+    let org = crate::accounts::OrgTree::from_roster(&roster);
+    let sessions = crate::auth::Sessions::new(store.clone());
+    let node = Arc::new(Node {
+        config,
+        roster,
+        me,
+        peer_id,
+        store,
+        metrics,
+        health: Health::default(),
+        started: Instant::now(),
+        mesh: OnceLock::new(),
+        media,
+        org,
+        views: crate::views::Views::default(),
+        sessions,
+        signin_limit: crate::auth::SignInLimiter::default(),
+        desk: crate::api::mediation::Desk::default(),
+    });
+
+    let span = tracing::info_span!("node", site = %node.config.site);
+    runtime.block_on(serve(node, web, keypair).instrument(span))
+}
+
+/// This node's key and roster entry: the key must exist and be the one the roster names for
+/// this site.
+pub fn identity(
+    config: &config::SiteConfig,
+    roster: &huiyan_mesh::roster::Roster,
+) -> Result<
+    (
+        identity::Keypair,
+        huiyan_mesh::identity::PeerId,
+        huiyan_mesh::roster::Site,
+    ),
+    Error,
+> {
     if !config.key_file.exists() {
         return Err(Error::NoKey {
             key_file: config.key_file.clone(),
@@ -66,48 +135,7 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         Some(_) => {}
     }
 
-    let store = Store::open(&config.data_dir)?;
-    let starts = store.bump_counter("starts")?;
-
-    let web = TcpListener::bind(config.listen.web)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| Error::Bind {
-            what: "web",
-            addr: config.listen.web,
-            reason: e.to_string(),
-        })?;
-
-    let metrics = Metrics::new(BuildLabels {
-        version: env!("CARGO_PKG_VERSION").into(),
-        site: config.site.clone(),
-        role: me.role.to_string(),
-    });
-    metrics
-        .starts
-        .set(i64::try_from(starts).unwrap_or(i64::MAX));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    let media = runtime.block_on(crate::api::start_media(
-        &config, &roster, &keypair, &metrics,
-    ))?;
-    let node = Arc::new(Node {
-        config,
-        roster,
-        me,
-        peer_id,
-        store,
-        metrics,
-        health: Health::default(),
-        started: Instant::now(),
-        mesh: OnceLock::new(),
-        media,
-    });
-
-    let span = tracing::info_span!("node", site = %node.config.site);
-    runtime.block_on(serve(node, web, keypair).instrument(span))
+    Ok((keypair, peer_id, me))
 }
 
 async fn serve(node: Arc<Node>, web: TcpListener, key: identity::Keypair) -> Result<(), Error> {
@@ -124,8 +152,26 @@ async fn serve(node: Arc<Node>, web: TcpListener, key: identity::Keypair) -> Res
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", node.config.listen.web);
 
+    // The views hold every record before the first request is served.
+    let read = tokio::task::block_in_place(|| node.views.catch_up(&mesh))?;
+    info!(
+        records = read,
+        accounts = node.views.accounts().len(),
+        "views built from the logs"
+    );
+    tokio::spawn(crate::views::follow(node.clone(), mesh.clone()));
+    tokio::spawn(sweep_sessions(node.clone()));
+    let known = node.views.rooms().of_site(&node.config.site).to_vec();
+    if crate::rooms::announce(&mesh, &node.config, &known).await? {
+        info!(
+            rooms = node.config.rooms.len(),
+            "announced this site's rooms"
+        );
+    }
+    tokio::spawn(watch_presence(node.clone()));
+
     let handle = Handle::new();
-    let app = http::router(node.clone()).into_make_service();
+    let app = http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let server = match tls {
         Some(tls) => tokio::spawn(
             axum_server::from_tcp_rustls(web, tls)
@@ -173,6 +219,9 @@ async fn start_mesh(node: &Arc<Node>, key: identity::Keypair) -> Result<Mesh, Er
         listen: node.config.listen.mesh,
         sync: SyncConfig::default(),
         timing: Timing::default(),
+        // No LAN to discover on loopback (tests, the demo); see `MeshConfig::mdns`.
+        mdns: !node.config.listen.mesh.ip().is_loopback(),
+        relay: RelayLimits::default(),
         fault: Fault::None,
     };
     let (mesh, _task) = huiyan_mesh::swarm::start(cfg).await?;
@@ -182,6 +231,25 @@ async fn start_mesh(node: &Arc<Node>, key: identity::Keypair) -> Result<Mesh, Er
     node.health.set("mesh", Ok(()));
     let _ = node.mesh.set(mesh.clone());
     Ok(mesh)
+}
+
+/// Records a room as unstaffed once its mediators' consoles stop saying they are there.
+async fn watch_presence(node: Arc<Node>) {
+    let mut every = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+        every.tick().await;
+        crate::api::mediation::publish_presence(&node).await;
+    }
+}
+
+/// Removes ended sign-in sessions from the store now and then.
+async fn sweep_sessions(node: Arc<Node>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let n = node.clone();
+        let _ = tokio::task::spawn_blocking(move || n.sessions.sweep()).await;
+    }
 }
 
 /// The main loop: checks health, pings the watchdog while healthy, returns on SIGTERM/SIGINT.

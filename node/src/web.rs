@@ -12,7 +12,10 @@ struct Assets;
 /// Serves an embedded file; `/` and directories serve their `index.html`.
 pub async fn serve(uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() || path.ends_with('/') {
+    // A room's public entry URL (`/m/<room>`, the signboard QR code) opens the tourist app.
+    let path = if path.starts_with("m/") {
+        "tianchi.html".to_owned()
+    } else if path.is_empty() || path.ends_with('/') {
         format!("{path}index.html")
     } else {
         path.to_owned()

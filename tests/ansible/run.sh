@@ -391,11 +391,40 @@ check "the upgraded node is ready" test "$(http_status "https://$A:8443/readyz")
 check "the sync step read /api/v1/sync and said why it did not wait for the hub" \
     grep -q 'sync with the hub not waited for: the hub hub has no PeerId' "$WORK/upgrade.log"
 
+# --- The first admin, as docs/operations.md says: stop the node, add the account, start it ------
+ADMIN_PASSWORD=ansible-test-admin
+make_admin() {
+    on target-a systemctl stop huiyan.service &&
+        printf '%s\n' "$ADMIN_PASSWORD" | on target-a runuser -u huiyan -- /usr/local/bin/huiyan \
+            user add --config /etc/huiyan/site.toml --username it-admin --name IT \
+            --grant "admin@$SITE" --password-stdin &&
+        on target-a systemctl start huiyan.service
+}
+check "huiyan user add creates the first admin on a stopped node" make_admin
+sign_in() { # sign_in HOST: a session token of the admin
+    curl -sk --max-time 10 -H 'content-type: application/json' \
+        -d "{\"username\":\"it-admin\",\"password\":\"$ADMIN_PASSWORD\"}" \
+        "https://$1:8443/api/v1/session" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+wait_ready() { # wait_ready HOST: /readyz answers 200 within 30 s
+    local i
+    for i in $(seq 60); do
+        [[ $(http_status "https://$1:8443/readyz") == 200 ]] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+check "the node is ready again" wait_ready "$A"
+TOKEN_A=$(sign_in "$A" || true)
+check "the admin signs in at the node" test -n "$TOKEN_A"
+
 # --- Backup from the running node, restore into a fresh machine ----------------------------------
 post_records() { # three mediation records on target-a, each acknowledged (201) once durable
     local i code
     for i in 1 2 3; do
         code=$(curl -sk --max-time 10 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+            -H "authorization: Bearer $TOKEN_A" \
             -d "{\"scope\":\"mediation\",\"kind\":\"case\",\"payload\":{\"n\":$i}}" \
             "https://$A:8443/api/v1/records")
         [[ $code == 201 ]] || { echo "record $i: HTTP $code" >&2; return 1; }
@@ -418,7 +447,8 @@ check "the backup holds the node key and a store" \
     bash -c "test -s '$WORK/backup-extracted/node.key' && \
              test \$(find '$WORK/backup-extracted' -type f | wc -l) -gt 2"
 site_a=$(curl -sk --max-time 5 "https://$A:8443/api/v1/site")
-records_a=$(curl -sk --max-time 5 "https://$A:8443/api/v1/records?origin=$SITE")
+records_a=$(curl -sk --max-time 5 -H "authorization: Bearer $TOKEN_A" \
+    "https://$A:8443/api/v1/records?origin=$SITE")
 check "the original lists its records" \
     python3 -c 'import json, sys; sys.exit(len(json.loads(sys.argv[1])["records"]) < 3)' "$records_a"
 
@@ -445,9 +475,16 @@ check "the restored node did not make a new key" \
     = "$(on target-a sha256sum /var/lib/huiyan/node.key)"
 check "restore checked every restored file against the manifest" \
     grep -q 'Check every restored file against the manifest' "$WORK/restore.log"
-check "the restored node holds the same records as the original" \
-    test "$(curl -sk --max-time 5 "https://$B:8443/api/v1/records?origin=$SITE")" \
-    = "$records_a"
+# Signing in writes an audit record on B: compare the records the original held at the backup.
+TOKEN_B=$(sign_in "$B" || true)
+records_b=$(curl -sk --max-time 5 -H "authorization: Bearer $TOKEN_B" \
+    "https://$B:8443/api/v1/records?origin=$SITE")
+same_records() {
+    python3 -c 'import json, sys
+a, b = (json.loads(x)["records"] for x in sys.argv[1:])
+sys.exit(0 if a and b[:len(a)] == a else 1)' "$records_a" "$records_b"
+}
+check "the restored node holds the same records as the original" same_records
 
 # --- A failed upgrade stops the roll -----------------------------------------------------------
 # Both targets now run the node. A binary that cannot start fails the first node (target-a, first

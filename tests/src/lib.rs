@@ -15,6 +15,7 @@ use huiyan_mesh::identity::generate_key_file;
 
 pub mod browser;
 pub mod links;
+pub mod netns;
 pub mod relay;
 pub mod synth;
 
@@ -91,6 +92,68 @@ pub fn free_port_block(len: u16) -> u16 {
     panic!("no {len} consecutive free ports in {TEST_PORTS:?}");
 }
 
+/// The admin account every [`TestMesh`] site has.
+pub const ADMIN_USER: &str = "test-admin";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// `huiyan user add` on a stopped node.
+pub fn add_user(config: &std::path::Path, username: &str, password: &str, grants: &[String]) {
+    let mut command = Command::new(huiyan_bin());
+    command.args(["user", "add", "--config"]).arg(config).args([
+        "--username",
+        username,
+        "--name",
+        username,
+        "--password-stdin",
+    ]);
+    for g in grants {
+        command.args(["--grant", g]);
+    }
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("huiyan user add runs");
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "{password}").expect("write the password");
+    }
+    let out = child.wait_with_output().expect("huiyan user add runs");
+    assert!(
+        out.status.success(),
+        "huiyan user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Signs in at the node on `web`; returns the session token (for `Authorization: Bearer`).
+pub fn sign_in(web: SocketAddr, username: &str, password: &str) -> anyhow::Result<String> {
+    let resp = client()
+        .post(format!("http://{web}/api/v1/session"))
+        .json(&serde_json::json!({ "username": username, "password": password }))
+        .send()?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json()?;
+    anyhow::ensure!(status.is_success(), "sign-in answered {status}: {v}");
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no token in {v}"))
+}
+
+/// A session of the test admin at the node on `web`, signed in once and reused.
+pub fn admin_token(web: SocketAddr) -> anyhow::Result<String> {
+    static TOKENS: std::sync::Mutex<Vec<(SocketAddr, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut tokens = TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, t)) = tokens.iter().find(|(w, _)| *w == web) {
+        return Ok(t.clone());
+    }
+    let token = sign_in(web, ADMIN_USER, ADMIN_PASSWORD)?;
+    tokens.push((web, token.clone()));
+    Ok(token)
+}
+
 /// One site of a [`TestMesh`].
 #[derive(Debug, Clone)]
 pub struct TestSite {
@@ -136,8 +199,13 @@ impl TestMesh {
             let [web, mesh, media, rtc] = [0, 1, 2, 3].map(|k| addr(ports[4 * i + k]));
             let scopes = match *role {
                 "hub" | "bureau" => r#"["*"]"#.to_owned(),
-                "office" => format!(r#"["public", "accounts", "mediation", "correction/{id}"]"#),
-                _ => r#"["public", "accounts", "mediation"]"#.to_owned(),
+                "office" => format!(
+                    r#"["public", "accounts", "mediation", "mediation/{id}", "correction/{id}",
+                        "audit/{id}"]"#
+                ),
+                _ => format!(
+                    r#"["public", "accounts", "mediation", "mediation/{id}", "audit/{id}"]"#
+                ),
             };
             roster.push_str(&format!(
                 "[[site]]\nid = \"{id}\"\nname_zh = \"测试{i}\"\nname_en = \"Test {i}\"\n\
@@ -150,7 +218,9 @@ impl TestMesh {
                 format!(
                     "site = \"{id}\"\nroster = \"roster.toml\"\ndata_dir = \"{id}\"\n\n\
                      [listen]\nweb = \"{web}\"\nmesh = \"{mesh}\"\nmedia = \"{media}\"\n\
-                     rtc = \"{rtc}\"\n"
+                     rtc = \"{rtc}\"\n\n\
+                     [[rooms]]\nid = \"{id}-mediation\"\nkind = \"mediation\"\n\
+                     name_zh = \"调解室{i}\"\nname_en = \"Mediation room {i}\"\n"
                 ),
             )
             .expect("write site config");
@@ -169,6 +239,11 @@ impl TestMesh {
         }
         let roster_path = dir.path().join("roster.toml");
         fs::write(&roster_path, roster).expect("write roster");
+        // The test admin, the same account on every site, admin of every site.
+        let grants: Vec<String> = out.iter().map(|s| format!("admin@{}", s.id)).collect();
+        for site in &out {
+            add_user(&site.config, ADMIN_USER, ADMIN_PASSWORD, &grants);
+        }
         TestMesh {
             dir,
             roster: roster_path,

@@ -87,17 +87,38 @@ impl LinkedMesh {
         }
     }
 
+    /// Cuts (`true`) or restores the direct path between sites `a` and `b` only: each one's
+    /// packets are dropped on the other's link, in both directions. Their paths to everyone
+    /// else stay as they are.
+    pub fn cut(&self, a: &str, b: &str, cut: bool) {
+        let (i, j) = (self.index(a), self.index(b));
+        self.links[i].block(self.mesh.sites[j].mesh, cut);
+        self.links[j].block(self.mesh.sites[i].mesh, cut);
+    }
+
     /// The link in front of site `id`.
     pub fn link(&self, id: &str) -> &Link {
         &self.links[self.index(id)]
     }
 }
 
-/// Appends a record through the node's API; returns its seq.
+/// Appends a record through the node's API as the test admin; returns its seq.
 pub fn append(web: SocketAddr, scope: &str, kind: &str, payload: Value) -> anyhow::Result<u64> {
+    append_as(web, &crate::admin_token(web)?, scope, kind, payload)
+}
+
+/// Appends a record through the node's API with the session `token` of one of its admins.
+pub fn append_as(
+    web: SocketAddr,
+    token: &str,
+    scope: &str,
+    kind: &str,
+    payload: Value,
+) -> anyhow::Result<u64> {
     let body = serde_json::json!({ "scope": scope, "kind": kind, "payload": payload });
     let resp = client()
         .post(format!("http://{web}/api/v1/records"))
+        .bearer_auth(token)
         .json(&body)
         .send()?;
     let status = resp.status();
@@ -116,20 +137,39 @@ pub fn sync_status(web: SocketAddr) -> anyhow::Result<Value> {
         .json()?)
 }
 
-/// Every record the node holds of `origin` (site id), paging through the API.
+/// Every application record the node holds of `origin` (site id), paging through the API: the
+/// accounts and audit records the harness itself causes (the test admin, its sign-ins) left out.
 pub fn records(web: SocketAddr, origin: &str) -> anyhow::Result<Vec<Value>> {
+    records_as(web, &crate::admin_token(web)?, origin)
+}
+
+/// [`records`] with the session `token` of one of the node's admins.
+pub fn records_as(web: SocketAddr, token: &str, origin: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
         let url = format!("http://{web}/api/v1/records?origin={origin}&after={after}&limit=1000");
-        let page: Value = client().get(url).send()?.json()?;
+        let page: Value = client().get(url).bearer_auth(token).send()?.json()?;
         let recs = page["records"].as_array().cloned().unwrap_or_default();
-        out.extend(recs);
+        out.extend(recs.into_iter().filter(|r| {
+            let scope = r["scope"].as_str().unwrap_or_default();
+            scope != "accounts" && !scope.starts_with("audit/")
+        }));
         match page["next_after"].as_u64() {
             Some(n) => after = n,
             None => return Ok(out),
         }
     }
+}
+
+/// True when every log the node holds is complete: the version vector's seqs add up to the
+/// entries held, so no log has a gap.
+pub fn logs_have_no_gaps(status: &Value) -> bool {
+    let held: u64 = status["version_vector"]
+        .as_array()
+        .map(|vv| vv.iter().filter_map(|v| v["seq"].as_u64()).sum())
+        .unwrap_or(0);
+    status["entries"].as_u64() == Some(held)
 }
 
 /// The value of a Prometheus sample line starting with `prefix` (name and labels), summed.
@@ -186,6 +226,8 @@ pub fn in_process_node(
             redial_max: Duration::from_secs(2),
             ..Timing::default()
         },
+        mdns: false,
+        relay: Default::default(),
         fault,
     };
     let (mesh, _task) = runtime.block_on(start(cfg)).expect("start mesh");

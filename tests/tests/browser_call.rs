@@ -5,9 +5,8 @@
 //! with its fake camera and microphone, driven by chromedriver through fantoccini. The call page
 //! is the node's own `web/call.html`.
 //!
-//! TODO(#4): the other browser scenarios of the issue: one publisher and six subscribers all
-//! decoding; a subscriber whose downlink is capped (tc in a network namespace) receiving a lower
-//! layer and still decoding; a browser whose network drops for 10 s rejoining by itself.
+//! The other browser scenarios: `browser_six_subscribers.rs`, `browser_capped_downlink.rs`,
+//! `browser_network_drop.rs`.
 //!
 //! Needs `chromium` and `chromium-driver` (Debian packages; `.ci/run` installs them) and the
 //! `huiyan` binary built first (`cargo build -p huiyan`), or `HUIYAN_BIN` pointing at one.
@@ -17,85 +16,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::{ROOM, SCENIC_1, base_port, start_chromedriver, start_demo};
-use fantoccini::{Client, ClientBuilder};
-use serde_json::{Value, json};
-
-/// A headless Chromium; with `tcp_only`, WebRTC may not use UDP (as behind a strict firewall).
-async fn browser(driver_port: u16, tcp_only: bool) -> Result<Client> {
-    let mut caps = serde_json::Map::new();
-    let prefs = if tcp_only {
-        json!({ "webrtc": { "ip_handling_policy": "disable_non_proxied_udp" } })
-    } else {
-        json!({})
-    };
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "prefs": prefs,
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        }),
-    );
-    let client = ClientBuilder::rustls()?
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .context("chromedriver refused a session")?;
-    Ok(client)
-}
-
-/// What a call page receives from each publisher it subscribes to.
-const PROBE: &str = r#"
-const done = arguments[arguments.length - 1];
-(async () => {
-  const s = window.huiyanCall;
-  if (!s) return done({ subs: [] });
-  const subs = [];
-  for (const [id, sub] of s.subs) {
-    const stats = await sub.pc.getStats();
-    let frames = 0, samples = 0, pair = null;
-    stats.forEach((r) => {
-      if (r.type === 'inbound-rtp' && r.kind === 'video') frames = r.framesDecoded ?? 0;
-      if (r.type === 'inbound-rtp' && r.kind === 'audio') samples = r.totalSamplesReceived ?? 0;
-      if (r.type === 'transport' && r.selectedCandidatePairId) pair = r.selectedCandidatePairId;
-    });
-    const local = pair && stats.get(stats.get(pair)?.localCandidateId);
-    subs.push({ id, frames, samples, protocol: local?.protocol ?? null });
-  }
-  done({ status: s.status, subs });
-})().catch((e) => done({ error: String(e) }));
-"#;
-
-/// What the first subscription of a page receives.
-#[derive(Debug, Clone)]
-struct Received {
-    frames: u64,
-    samples: u64,
-    /// Transport protocol of the selected ICE candidate pair (`udp` or `tcp`).
-    protocol: String,
-}
-
-async fn probe(client: &Client) -> Result<Option<Received>> {
-    let v: Value = client.execute_async(PROBE, vec![]).await?;
-    if let Some(err) = v.get("error") {
-        bail!("probe failed in the page: {err}");
-    }
-    let first = v["subs"].get(0);
-    Ok(first.map(|s| Received {
-        frames: s["frames"].as_u64().unwrap_or(0),
-        samples: s["samples"].as_u64().unwrap_or(0),
-        protocol: s["protocol"].as_str().unwrap_or("").to_owned(),
-    }))
-}
+use common::{ROOM, SCENIC_1, base_port, browser, probe, start_chromedriver, start_demo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_in_a_room_decode_each_others_video_and_audio() -> Result<()> {
@@ -112,8 +33,9 @@ async fn two_browsers_in_a_room_decode_each_others_video_and_audio() -> Result<(
     let _driver = start_chromedriver(driver_port)?;
     let web = base + 10 * SCENIC_1;
 
-    let alice = browser(driver_port, false).await?;
-    let bob = browser(driver_port, true).await?;
+    let driver = ([127, 0, 0, 1], driver_port).into();
+    let alice = browser(driver, false).await?;
+    let bob = browser(driver, true).await?;
     let page = |who: &str| format!("http://127.0.0.1:{web}/call.html?room={ROOM}&sub={who}");
     alice.goto(&page("alice")).await?;
     bob.goto(&page("bob")).await?;

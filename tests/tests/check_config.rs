@@ -162,3 +162,50 @@ fn a_toml_syntax_error_points_at_its_place() {
     assert!(err.contains(&format!("{}:2:", path.display())), "{err}");
     assert!(err.contains("invalid TOML"), "{err}");
 }
+
+#[test]
+fn a_bad_rtc_advertise_is_refused_with_its_line() {
+    let mesh = TestMesh::single();
+    let site = mesh.site("bureau");
+    let text = fs::read_to_string(&site.config).unwrap();
+    let file = site.config.display().to_string();
+    let line = text.lines().count() + 1;
+    for (value, expected) in [
+        (
+            "\"10.20.0.5:7200\"",
+            "expected an IP address without a port, found \"10.20.0.5:7200\"",
+        ),
+        (
+            "\"0.0.0.0\"",
+            "0.0.0.0 is not an address browsers can send to",
+        ),
+        (
+            "\"224.0.0.251\"",
+            "224.0.0.251 is a multicast or broadcast address",
+        ),
+        ("\"fd00::5\"", "fd00::5 is IPv6 but `listen.rtc`"),
+        ("7200", "expected a string"),
+    ] {
+        // `[listen]` is the last table of the test config, so the new key lands in it.
+        fs::write(&site.config, format!("{text}rtc_advertise = {value}\n")).unwrap();
+        let (code, err) = check(&[site.config.to_str().unwrap()]);
+        assert_eq!(code, 2, "{value}: {err}");
+        assert!(
+            err.contains(&format!("{file}:{line}:")),
+            "{value}: no line {line} in:\n{err}"
+        );
+        assert!(err.contains("`listen.rtc_advertise`: "), "{value}: {err}");
+        assert!(
+            err.contains(expected),
+            "{value}: missing {expected:?} in:\n{err}"
+        );
+    }
+
+    fs::write(
+        &site.config,
+        format!("{text}rtc_advertise = \"10.20.0.5\"\n"),
+    )
+    .unwrap();
+    let (code, err) = check(&[site.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}

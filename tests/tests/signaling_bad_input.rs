@@ -46,7 +46,11 @@ async fn next(ws: &mut Socket) -> Result<Value> {
             .context("no answer within 10 s")?
             .context("socket closed")??;
         if let Message::Text(text) = msg {
-            return Ok(serde_json::from_str(&text)?);
+            let value: Value = serde_json::from_str(&text)?;
+            // The node's keepalives may come between a request and its answer.
+            if value["type"] != "keepalive" {
+                return Ok(value);
+            }
         }
     }
 }

@@ -76,6 +76,8 @@ fn a_data_dir_from_a_newer_version_is_refused() {
 fn a_foreign_data_dir_is_refused() {
     let mesh = TestMesh::single();
     let store = mesh.site("bureau").data_dir.join("store");
+    // The test admin's account made a store there; replace it with someone else's files.
+    fs::remove_dir_all(&store).unwrap();
     fs::create_dir_all(&store).unwrap();
     fs::write(store.join("notes.txt"), "someone else's files").unwrap();
     let log = refused(&mesh);

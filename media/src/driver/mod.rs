@@ -10,7 +10,8 @@
 mod pc;
 mod relay;
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -76,10 +77,11 @@ const MAX_JOINS_PER_SESSION: u32 = 20;
 pub struct MediaOptions {
     /// Address to bind UDP (and TCP for ICE-TCP) on; the site config's `[listen] rtc`.
     pub listen: SocketAddr,
-    /// IP put in host candidates. Default: the listen IP, or 127.0.0.1 when that is a
-    /// wildcard (set it to the site's LAN address in production).
-    // TODO(#4): read it from the site config (`[listen] rtc_advertise`), and with a wildcard bind
-    // learn each datagram's local address (IP_PKTINFO) to offer one candidate per interface.
+    /// IP put in host candidates (the site config's `[listen] rtc_advertise`). Default: the
+    /// listen IP; for a wildcard bind, the address the host's default route leaves from, or
+    /// 127.0.0.1 when the host has no default route.
+    // TODO(#4): with a wildcard bind, learn each datagram's local address (IP_PKTINFO) to offer
+    // one candidate per interface; today every answer offers the one advertised address.
     pub advertise: Option<IpAddr>,
     /// Offer ICE-TCP on the same port number. Default true: some site networks block UDP.
     pub ice_tcp: bool,
@@ -300,13 +302,15 @@ pub async fn start(
     } else {
         None
     };
-    let advertise = options.advertise.unwrap_or(match local_addr.ip() {
-        ip if ip.is_unspecified() => {
-            warn!(%local_addr, "media port bound to a wildcard; advertising 127.0.0.1");
+    let advertise = match (options.advertise, local_addr.ip()) {
+        (Some(ip), _) => ip,
+        (None, ip) if ip.is_unspecified() => default_route_ip(ip).unwrap_or_else(|| {
+            warn!(%local_addr, "media port bound to a wildcard and the host has no default \
+                route; advertising 127.0.0.1: set [listen] rtc_advertise");
             IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
-        ip => ip,
-    });
+        }),
+        (None, ip) => ip,
+    };
     let reachable = Reachable {
         udp: SocketAddr::new(advertise, local_addr.port()),
         tcp: options.ice_tcp,
@@ -350,6 +354,7 @@ pub async fn start(
         writable: HashSet::new(),
         relay,
         relay_rx,
+        timers: BinaryHeap::new(),
     };
     info!(%local_addr, advertised = %reachable.udp, ice_tcp = options.ice_tcp, "media engine up");
     let task = tokio::spawn(engine.run(command_rx, tcp_rx));
@@ -362,6 +367,24 @@ pub async fn start(
         },
         task,
     ))
+}
+
+/// The source address of the host's default route for the family of `wildcard`, found by
+/// connecting a UDP socket to a documentation address (a route lookup; nothing is sent).
+fn default_route_ip(wildcard: IpAddr) -> Option<IpAddr> {
+    let probe: SocketAddr = match wildcard {
+        IpAddr::V4(_) => ([203, 0, 113, 1], 9).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(wildcard, 0)).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    if ip.is_unspecified() {
+        return None;
+    }
+    info!(%ip, "media port bound to a wildcard; advertising the default route's address \
+        (set [listen] rtc_advertise if browsers reach the node at another one)");
+    Some(ip)
 }
 
 async fn accept_tcp(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
@@ -460,8 +483,10 @@ struct Conn {
     session: u64,
     label: String,
     role: ConnRole,
-    estimate: Arc<std::sync::atomic::AtomicU64>,
+    estimate: Arc<pc::LinkEstimate>,
     state: RTCPeerConnectionState,
+    /// The connection's timeout as last asked (`poll_timeout`), kept in `Engine::timers`.
+    timeout: Option<Instant>,
 }
 
 struct Engine {
@@ -485,6 +510,9 @@ struct Engine {
     /// The relay between sites (see `relay.rs`), when the node has one.
     relay: Option<relay::RelayState>,
     relay_rx: Option<mpsc::Receiver<NetEvent>>,
+    /// Each connection's next timeout, earliest first. An entry is current only while it
+    /// equals its connection's `timeout`; others are skipped when they reach the top.
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
 }
 
 impl Engine {
@@ -543,29 +571,60 @@ impl Engine {
         }
     }
 
-    // TODO(#4): a timer heap instead of asking every connection each turn.
+    /// The earliest timeout of the SFU and every connection. A connection's timeout can only
+    /// change when the engine calls into it, so only those it called this turn are asked again
+    /// (in [`Engine::flush`]); the rest wait in the heap.
     fn next_deadline(&mut self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let mut deadline = self.sfu.poll_timeout().unwrap_or(far);
         if let Some(t) = self.relay_deadline() {
             deadline = deadline.min(t);
         }
-        for conn in self.conns.values_mut() {
-            if let Some(t) = conn.pc.poll_timeout() {
-                deadline = deadline.min(t);
+        match self.next_timer() {
+            Some((at, _)) => deadline.min(at),
+            None => deadline,
+        }
+    }
+
+    /// The current top of the timer heap, dropping entries that are no longer current.
+    fn next_timer(&mut self) -> Option<(Instant, ConnId)> {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if self.conns.get(&id).is_some_and(|c| c.timeout == Some(at)) {
+                return Some((at, id));
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Ask a connection for its timeout again; a new one goes into the heap.
+    fn refresh_timer(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let timeout = conn.pc.poll_timeout();
+        if timeout != conn.timeout {
+            conn.timeout = timeout;
+            if let Some(at) = timeout {
+                self.timers.push(Reverse((at, id)));
             }
         }
-        deadline
     }
 
     fn timeouts(&mut self, now: Instant) {
-        for (id, conn) in &mut self.conns {
-            if conn.pc.poll_timeout().is_some_and(|t| t <= now) {
+        while let Some((at, id)) = self.next_timer() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.timeout = None;
                 if let Err(e) = conn.pc.handle_timeout(now) {
                     debug!(conn = id, error = %e, "peer connection timeout handling failed");
                 }
-                self.dirty.insert(*id);
             }
+            // Its events and datagrams are read, and its next timeout asked, in `flush`.
+            self.dirty.insert(id);
         }
         self.sfu.handle_timeout(now);
         self.relay_timeouts(now);
@@ -632,9 +691,12 @@ impl Engine {
             }
             self.sfu_outputs(now);
         }
+        // Every connection the engine called into this turn was drained (`drain_conn` marks it
+        // writable) or written to: write what it has, then ask for its next timeout.
         let writable: Vec<ConnId> = self.writable.drain().collect();
         for id in writable {
             self.write_conn(id).await;
+            self.refresh_timer(id);
         }
     }
 
@@ -931,11 +993,13 @@ impl Engine {
             else {
                 continue;
             };
-            let bps = conn.estimate.load(Ordering::Relaxed);
+            let bps = conn.estimate.bps.load(Ordering::Relaxed);
+            let loss = conn.estimate.loss_permille.load(Ordering::Relaxed) as f64 / 1000.0;
             let mut layer = None;
             for down in senders.keys() {
                 if bps > 0 {
                     self.sfu.set_estimate(*down, bps);
+                    self.sfu.set_loss(*down, loss);
                 }
                 if let Some((Some(l), _)) = self.sfu.down_state(*down)
                     && matches!(senders[down].1, Kind::Video(_))
@@ -1108,6 +1172,7 @@ impl Engine {
                     if let Err(e) = conn.pc.add_remote_candidate(init) {
                         debug!(conn = cid, error = %e, "remote candidate ignored");
                     }
+                    self.dirty.insert(cid);
                 }
                 Ok(())
             }
@@ -1277,6 +1342,7 @@ impl Engine {
                 role: conn_role,
                 estimate,
                 state: RTCPeerConnectionState::New,
+                timeout: None,
             },
         );
         self.dirty.insert(id);

@@ -79,10 +79,19 @@ fn media_engine() -> Result<MediaEngine, Error> {
     Ok(engine)
 }
 
-/// A bandwidth estimator that publishes its target for the engine to read.
+/// What the send-side estimator of a subscriber connection last said, for the engine to read.
+#[derive(Debug, Default)]
+pub struct LinkEstimate {
+    /// GCC's target, bit/s; 0 until the first feedback.
+    pub bps: AtomicU64,
+    /// GCC's smoothed loss of the packets sent on the connection, in thousandths.
+    pub loss_permille: AtomicU64,
+}
+
+/// A bandwidth estimator that publishes its target and loss for the engine to read.
 pub struct SharedEstimate<E> {
     inner: E,
-    target_bps: Arc<AtomicU64>,
+    shared: Arc<LinkEstimate>,
 }
 
 impl<E: BandwidthEstimator> BandwidthEstimator for SharedEstimate<E> {
@@ -109,7 +118,13 @@ impl<E: BandwidthEstimator> SharedEstimate<E> {
     fn publish(&self) {
         let bps = self.inner.target_bitrate();
         if bps.is_finite() && bps > 0.0 {
-            self.target_bps.store(bps as u64, Ordering::Relaxed);
+            self.shared.bps.store(bps as u64, Ordering::Relaxed);
+        }
+        if let Some(loss) = self.inner.stats().packet_loss
+            && loss.is_finite()
+        {
+            let permille = (loss.clamp(0.0, 1.0) * 1000.0).round() as u64;
+            self.shared.loss_permille.store(permille, Ordering::Relaxed);
         }
     }
 }
@@ -133,9 +148,9 @@ pub enum Role {
 }
 
 /// A new peer connection; for subscribers also the shared estimate its GCC writes.
-pub fn build(role: Role, now: Instant) -> Result<(RTCPeerConnection, Arc<AtomicU64>), Error> {
+pub fn build(role: Role, now: Instant) -> Result<(RTCPeerConnection, Arc<LinkEstimate>), Error> {
     let mut engine = media_engine()?;
-    let estimate = Arc::new(AtomicU64::new(0));
+    let estimate = Arc::new(LinkEstimate::default());
     let registry = match role {
         Role::Publish => {
             // Ask the browser for lost packets, report reception, and give its GCC the
@@ -159,7 +174,7 @@ pub fn build(role: Role, now: Instant) -> Result<(RTCPeerConnection, Arc<AtomicU
             }
             let estimator = SharedEstimate {
                 inner: Gcc::default(),
-                target_bps: estimate.clone(),
+                shared: estimate.clone(),
             };
             // Send-side estimation like `configure_congestion_control`, but without its pacer:
             // the SFU already fits what it sends to the estimate by choosing layers, and a pacer

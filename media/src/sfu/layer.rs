@@ -102,6 +102,17 @@ pub struct LayerPolicy {
     /// The estimate assumed before the first one arrives, in bit/s. Default 600 kbit/s: a
     /// middle layer, so a call starts quickly but not by congesting a thin link.
     pub initial_estimate_bps: u64,
+    /// A climb that has to fall back within this time failed: the estimate was optimistic.
+    /// Default 5 s. (GCC's estimate keeps growing while the SFU sends less than the link
+    /// carries, so only sending the higher layer shows whether it fits.)
+    pub climb_trial: Duration,
+    /// How long a layer that failed its climb is not tried again; doubled after each failure
+    /// in a row, up to `max_retry_backoff`. Default 10 s: a failed climb costs the subscriber a
+    /// short freeze, which should not come back every few seconds on a capped link.
+    pub retry_backoff: Duration,
+    /// Longest wait before a failed layer is tried again. Default 80 s: a link that got better
+    /// is still used within a minute or two.
+    pub max_retry_backoff: Duration,
 }
 
 impl Default for LayerPolicy {
@@ -111,14 +122,27 @@ impl Default for LayerPolicy {
             stay_headroom: 1.0,
             up_hold: Duration::from_secs(3),
             initial_estimate_bps: 600_000,
+            climb_trial: Duration::from_secs(5),
+            retry_backoff: Duration::from_secs(10),
+            max_retry_backoff: Duration::from_secs(80),
         }
     }
 }
 
-/// The per-subscriber state of layer selection: remembers since when a climb has looked good.
+/// The per-subscriber state of layer selection: remembers since when a climb has looked good,
+/// whether the last climb held, and which layer must not be tried again for a while.
 #[derive(Debug, Clone, Default)]
 pub struct LayerChooser {
     up_since: Option<(usize, Instant)>,
+    /// The last climb (to which layer, when) until it has held for `climb_trial`.
+    climb: Option<(usize, Instant)>,
+    /// The lowest layer whose climb failed, and until when no climb may reach it.
+    blocked: Option<(usize, Instant)>,
+    /// The layer whose climbs failed last, and the wait after its last failure. Cleared when a
+    /// climb to that layer (or above) holds.
+    failed: Option<(usize, Duration)>,
+    /// Whether the last choice fell because the current layer no longer fits the estimate.
+    congested: bool,
 }
 
 impl LayerChooser {
@@ -135,6 +159,7 @@ impl LayerChooser {
         max_height: Option<u32>,
         current: Option<usize>,
     ) -> Option<usize> {
+        self.congested = false;
         let estimate = estimate_bps.unwrap_or(policy.initial_estimate_bps) as f64;
         let fits_size = |layer: &LayerView| match (layer.height, max_height) {
             (Some(height), Some(max)) => height <= max,
@@ -172,11 +197,51 @@ impl LayerChooser {
         };
         if layers[current].bps as f64 > estimate * policy.stay_headroom && current != lowest {
             self.up_since = None;
+            self.congested = true;
+            if let Some((layer, at)) = self.climb.take()
+                && layer == current
+                && now.saturating_duration_since(at) < policy.climb_trial
+            {
+                // The climb to this layer failed: do not try it again for a while, and for
+                // longer each time it fails again.
+                let backoff = match self.failed {
+                    Some((layer, last)) if layer == current => {
+                        (last * 2).min(policy.max_retry_backoff)
+                    }
+                    _ => policy.retry_backoff,
+                };
+                self.failed = Some((current, backoff));
+                self.blocked = Some((current, now + backoff));
+            }
             return Some(best_within(policy.stay_headroom));
         }
+        if let Some((layer, at)) = self.climb
+            && now.saturating_duration_since(at) >= policy.climb_trial
+        {
+            // The last climb held: the link carries that layer.
+            self.climb = None;
+            if layer == current && self.failed.is_some_and(|(f, _)| f <= layer) {
+                self.failed = None;
+                self.blocked = None;
+            }
+        }
 
-        // Climb only after the higher layer has fitted for `up_hold`.
-        let up = best_within(policy.up_headroom);
+        // Climb only after the higher layer has fitted for `up_hold`, and not to a layer whose
+        // climb failed recently.
+        // TODO(#4): probe the link (padding or RTX at the higher layer's rate) before climbing,
+        // so that a failed climb costs no frozen picture.
+        if self.blocked.is_some_and(|(_, until)| now >= until) {
+            self.blocked = None;
+        }
+        let up = match self.blocked {
+            Some((b, _)) => candidates
+                .iter()
+                .copied()
+                .filter(|&i| i < b && layers[i].bps as f64 <= estimate * policy.up_headroom)
+                .max()
+                .unwrap_or(lowest),
+            None => best_within(policy.up_headroom),
+        };
         if up <= current {
             self.up_since = None;
             return Some(current);
@@ -185,6 +250,7 @@ impl LayerChooser {
             Some((layer, since)) if layer == up => {
                 if now.saturating_duration_since(since) >= policy.up_hold {
                     self.up_since = None;
+                    self.climb = Some((up, now));
                     Some(up)
                 } else {
                     Some(current)
@@ -195,6 +261,12 @@ impl LayerChooser {
                 Some(current)
             }
         }
+    }
+
+    /// Whether the last [`choose`](Self::choose) fell because the current layer no longer fits
+    /// the estimate (rather than for a size asked for or a layer the publisher stopped).
+    pub fn congested(&self) -> bool {
+        self.congested
     }
 }
 
@@ -333,6 +405,91 @@ mod tests {
         assert_eq!(
             chooser.choose(now, &LayerPolicy::default(), &views, None, None, Some(1)),
             None
+        );
+    }
+
+    #[test]
+    fn a_climb_that_falls_back_is_not_tried_again_until_its_backoff_ends() {
+        let t0 = Instant::now();
+        let policy = LayerPolicy::default();
+        let mut chooser = LayerChooser::default();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut step =
+            |t, est, cur| chooser.choose(t, &policy, &layers(), Some(est), None, Some(cur));
+
+        // An optimistic estimate lifts layer 0 to layer 1 after the hold time...
+        assert_eq!(step(at(0), 700_000, 0), Some(0));
+        assert_eq!(step(at(3), 700_000, 0), Some(1));
+        // ... which the link cannot carry: the estimate falls within the trial, back to 0.
+        assert_eq!(step(at(5), 300_000, 1), Some(0));
+        // The estimate grows again, but layer 1 stays blocked for 10 s.
+        assert_eq!(step(at(6), 900_000, 0), Some(0));
+        assert_eq!(step(at(12), 900_000, 0), Some(0));
+        // After the backoff, the climb is tried again (hold time first).
+        assert_eq!(step(at(15), 900_000, 0), Some(0));
+        assert_eq!(step(at(18), 900_000, 0), Some(1));
+        // It fails again: now 20 s.
+        assert_eq!(step(at(19), 300_000, 1), Some(0));
+        assert_eq!(step(at(30), 900_000, 0), Some(0));
+        assert_eq!(step(at(38), 900_000, 0), Some(0));
+        assert_eq!(step(at(39), 900_000, 0), Some(0));
+        assert_eq!(step(at(42), 900_000, 0), Some(1));
+        // This time it holds beyond the trial: a later failure starts from 10 s again.
+        assert_eq!(step(at(48), 900_000, 1), Some(1));
+        assert_eq!(step(at(60), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(63), 3_000_000, 1), Some(2));
+        assert_eq!(step(at(64), 900_000, 2), Some(1));
+        assert_eq!(step(at(73), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(74), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(77), 3_000_000, 1), Some(2));
+    }
+
+    #[test]
+    fn a_lower_layer_that_holds_does_not_shorten_the_wait_for_a_higher_one() {
+        let t0 = Instant::now();
+        let policy = LayerPolicy::default();
+        let mut chooser = LayerChooser::default();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut step =
+            |t, est, cur| chooser.choose(t, &policy, &layers(), Some(est), None, Some(cur));
+
+        // Layer 1 holds; the climb to layer 2 fails twice: the second wait is 20 s, although
+        // layer 1 held in between.
+        assert_eq!(step(at(0), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(3), 3_000_000, 1), Some(2));
+        assert_eq!(step(at(4), 300_000, 2), Some(0), "blocked 10 s");
+        assert_eq!(step(at(5), 700_000, 0), Some(0));
+        assert_eq!(step(at(8), 700_000, 0), Some(1));
+        assert_eq!(
+            step(at(14), 3_000_000, 1),
+            Some(1),
+            "layer 1 held; 2 still blocked"
+        );
+        assert_eq!(step(at(17), 3_000_000, 1), Some(2));
+        assert_eq!(step(at(18), 600_000, 2), Some(1), "blocked 20 s");
+        assert_eq!(step(at(30), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(37), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(38), 3_000_000, 1), Some(1));
+        assert_eq!(step(at(41), 3_000_000, 1), Some(2));
+    }
+
+    #[test]
+    fn only_a_fall_for_the_estimate_counts_as_congestion() {
+        let now = Instant::now();
+        let policy = LayerPolicy::default();
+        let mut chooser = LayerChooser::default();
+        assert_eq!(
+            chooser.choose(now, &policy, &layers(), Some(300_000), None, Some(2)),
+            Some(0)
+        );
+        assert!(chooser.congested());
+        assert_eq!(
+            chooser.choose(now, &policy, &layers(), Some(3_000_000), Some(180), Some(2)),
+            Some(0)
+        );
+        assert!(
+            !chooser.congested(),
+            "a smaller size asked for is no congestion"
         );
     }
 

@@ -155,6 +155,10 @@ pub struct SfuConfig {
     /// A layer with no packet for this long counts as stopped. Default 1 s: browsers pause
     /// upper layers when their uplink shrinks.
     pub layer_timeout: Duration,
+    /// Loss (fraction of packets sent) above which a subscriber's link counts as full: the
+    /// layer it gets must fit what arrives. Default 0.1, where GCC's own loss controller starts
+    /// to back off; below it, loss is taken as noise of a wireless link.
+    pub congested_loss: f64,
 }
 
 impl Default for SfuConfig {
@@ -166,6 +170,7 @@ impl Default for SfuConfig {
             resend_interval: Duration::from_millis(100),
             review_interval: Duration::from_millis(250),
             layer_timeout: Duration::from_secs(1),
+            congested_loss: 0.1,
         }
     }
 }
@@ -187,6 +192,8 @@ pub struct SfuStats {
     pub keyframe_requests_sent: u64,
     /// Layer switches of down tracks.
     pub layer_switches: u64,
+    /// Padding-only packets from publishers, not forwarded.
+    pub padding_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -210,12 +217,25 @@ struct Down {
     ssrc: u32,
     prefs: SubscribePrefs,
     estimate_bps: Option<u64>,
+    /// Fraction of the packets sent to the subscriber that were lost, as its estimator smooths
+    /// it.
+    loss: f64,
     /// Nothing is forwarded while paused (the subscriber's connection is not up).
     paused: bool,
     current: Option<usize>,
     target: Option<usize>,
+    /// The current layer no longer fits the subscriber's link, which is losing packets: forward
+    /// nothing of it while waiting for the keyframe of the lower target, instead of deepening
+    /// the congestion.
+    draining: bool,
+    /// NACKs for outgoing sequence numbers before this one are not answered: they belong to a
+    /// layer the subscriber left (the new one began with a keyframe), and resending them
+    /// would only congest a link that just proved too thin.
+    nack_floor: Option<u16>,
     chooser: LayerChooser,
     rewriter: Rewriter,
+    /// VP8 picture numbering, continuous across layer switches.
+    pictures: codec::PictureRewriter,
     buffer: RetransmitBuffer,
 }
 
@@ -438,11 +458,15 @@ impl Sfu {
                     ssrc: ssrc_for(track, kind),
                     prefs,
                     estimate_bps: None,
+                    loss: 0.0,
                     paused: false,
                     current: None,
                     target: None,
+                    draining: false,
+                    nack_floor: None,
                     chooser: LayerChooser::default(),
                     rewriter: Rewriter::new(clock_rate),
+                    pictures: codec::PictureRewriter::default(),
                     buffer: RetransmitBuffer::new(self.config.retransmit_capacity),
                 },
             );
@@ -518,6 +542,17 @@ impl Sfu {
         }
     }
 
+    /// The fraction (0 to 1) of packets lost on the way to the subscriber of `down`.
+    pub fn set_loss(&mut self, down: DownId, loss: f64) {
+        if let Some(d) = self.downs.get_mut(&down) {
+            d.loss = if loss.is_finite() {
+                loss.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+        }
+    }
+
     /// An RTP packet from a publisher on layer `layer` of `track` (0 = lowest quality).
     pub fn handle_rtp(&mut self, now: Instant, track: TrackId, layer: usize, packet: InPacket) {
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -531,6 +566,24 @@ impl Sfu {
             Kind::Audio => false,
             Kind::Video(codec) => codec::is_keyframe_start(codec, &packet.payload),
         };
+        let numbers = match t.spec.kind {
+            Kind::Video(VideoCodec::Vp8) => codec::vp8_numbers(&packet.payload),
+            Kind::Audio => None,
+        };
+
+        // A packet without payload is padding the publisher sends to probe its uplink: nobody
+        // downstream needs it, and on a thin downlink it would crowd out the media.
+        if packet.payload.is_empty() {
+            for down_id in &t.downs {
+                if let Some(d) = self.downs.get_mut(down_id)
+                    && d.current == Some(layer)
+                {
+                    d.rewriter.skip(packet.sequence_number);
+                }
+            }
+            self.stats.padding_dropped += 1;
+            return;
+        }
 
         for &down_id in &t.downs {
             let Some(d) = self.downs.get_mut(&down_id) else {
@@ -545,7 +598,10 @@ impl Sfu {
                 let from = d.current;
                 d.rewriter
                     .switch(now, packet.sequence_number, packet.timestamp);
+                d.nack_floor = d.rewriter.next_seq();
+                d.pictures.switch(numbers);
                 d.current = Some(layer);
+                d.draining = false;
                 self.stats.layer_switches += 1;
                 self.outputs.push_back(Output::LayerSwitched {
                     down: down_id,
@@ -557,7 +613,7 @@ impl Sfu {
                 d.rewriter
                     .switch(now, packet.sequence_number, packet.timestamp);
             }
-            if d.current != Some(layer) {
+            if d.current != Some(layer) || d.draining {
                 continue;
             }
             let Some((seq, ts)) = d
@@ -571,7 +627,7 @@ impl Sfu {
                 sequence_number: seq,
                 timestamp: ts,
                 marker: packet.marker,
-                payload: packet.payload.clone(),
+                payload: d.pictures.rewrite(&packet.payload, numbers),
             };
             if matches!(t.spec.kind, Kind::Video(_)) {
                 d.buffer.push(out.clone());
@@ -595,6 +651,12 @@ impl Sfu {
         let mut missed = 0;
         for &seq in seqs {
             self.stats.nacks_received += 1;
+            if d.nack_floor
+                .is_some_and(|floor| seq != floor && !rewrite::seq_newer(seq, floor))
+            {
+                missed += 1;
+                continue;
+            }
             match d.buffer.resend(now, seq, self.config.resend_interval) {
                 Ok(packet) => {
                     self.stats.nacks_answered += 1;
@@ -646,6 +708,7 @@ impl Sfu {
     /// Re-choose the layer of one video down track; request a keyframe when it changes.
     fn review_down(&mut self, now: Instant, down: DownId) {
         let policy = self.config.layers;
+        let congested_loss = self.config.congested_loss;
         let timeout = self.config.layer_timeout;
         let Some(d) = self.downs.get_mut(&down) else {
             return;
@@ -673,13 +736,24 @@ impl Sfu {
                     || t.layers.iter().all(|x| !x.meter.active(now, timeout)),
             })
             .collect();
+        // A link that loses much of what it gets carries about what arrives, whatever the
+        // estimate says (GCC's estimate lags on a link whose full queue no longer grows).
+        let estimate = match (d.estimate_bps, d.current.and_then(|c| views.get(c))) {
+            (Some(est), Some(view)) if d.loss > congested_loss => {
+                let arriving = (view.bps as f64 * (1.0 - d.loss)) as u64;
+                Some(est.min(arriving))
+            }
+            (est, _) => est,
+        };
+        // The chooser reasons about where the subscriber is heading: a climb (or fall) waits for
+        // a keyframe of its target, and must not be undone meanwhile as if it never happened.
         let choice = d.chooser.choose(
             now,
             &policy,
             &views,
-            d.estimate_bps,
+            estimate,
             d.prefs.max_height,
-            d.current,
+            d.target.or(d.current),
         );
         let Some(target) = choice else {
             return;
@@ -687,6 +761,24 @@ impl Sfu {
         let track = d.track;
         let waiting = d.current != Some(target);
         d.target = Some(target);
+        if !waiting {
+            if d.draining {
+                // The link recovered before the lower layer's keyframe came: resume, from a
+                // keyframe since frames were skipped.
+                d.draining = false;
+                self.request_keyframe(now, track, target);
+            }
+        } else if d.chooser.congested()
+            && d.loss > congested_loss
+            && d.current.is_some_and(|c| target < c)
+            && !d.draining
+        {
+            // Falling because the link is losing packets: stop the current layer at once, and
+            // forget what was sent of it (see `nack_floor`). A fall on the estimate alone (delay
+            // grew, nothing lost yet) keeps the picture moving until the lower keyframe.
+            d.draining = true;
+            d.nack_floor = d.rewriter.next_seq();
+        }
         if waiting {
             // Either a new target, or still waiting for the keyframe of an old one: the rate
             // limit in `request_keyframe` keeps repeats within bounds.

@@ -5,8 +5,17 @@
 //! SFU switches a subscriber from one layer to another (always at a keyframe), the outgoing
 //! sequence number continues at last + 1 and the outgoing timestamp advances by the wall-clock
 //! time since the last packet, so the receiver's jitter buffer and decoder see no gap and no jump.
+//!
+//! Packets the SFU drops on purpose (a publisher's padding, sent to probe its own uplink) take
+//! no outgoing sequence number either: [`Rewriter::skip`] shifts what follows, so the receiver
+//! sees no gap to NACK.
 
+use std::collections::VecDeque;
 use std::time::Instant;
+
+/// Most sequence shifts remembered per layer: a packet older than the oldest one is dropped as
+/// too late. 64 runs of dropped packets is far more than any reordering window.
+const MAX_SHIFTS: usize = 64;
 
 /// `a` is newer than `b` in 16-bit sequence space (RFC 1982 serial arithmetic).
 pub fn seq_newer(a: u16, b: u16) -> bool {
@@ -20,11 +29,15 @@ pub struct Rewriter {
     state: Option<State>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct State {
     /// Incoming sequence number of the first packet forwarded from the current layer.
     switch_seq: u16,
-    seq_offset: u16,
+    /// `(from, offset)`, oldest first: incoming packets from `from` on (up to the next entry)
+    /// go out as `seq + offset`. The first entry starts at `switch_seq`.
+    shifts: VecDeque<(u16, u16)>,
+    /// The newest incoming sequence number seen (forwarded or skipped).
+    highest_in: u16,
     ts_offset: u32,
     last_out_seq: u16,
     last_out_ts: u32,
@@ -43,7 +56,7 @@ impl Rewriter {
     /// Start forwarding a (new) layer from the packet `(seq, ts)` received at `now`.
     /// The first output packet follows the last one sent without a gap.
     pub fn switch(&mut self, now: Instant, seq: u16, ts: u32) {
-        let (out_seq, out_ts) = match self.state {
+        let (out_seq, out_ts) = match &self.state {
             None => (seq, ts),
             Some(prev) => {
                 let elapsed = now.saturating_duration_since(prev.last_out_at);
@@ -57,12 +70,46 @@ impl Rewriter {
         };
         self.state = Some(State {
             switch_seq: seq,
-            seq_offset: out_seq.wrapping_sub(seq),
+            shifts: VecDeque::from([(seq, out_seq.wrapping_sub(seq))]),
+            highest_in: seq,
             ts_offset: out_ts.wrapping_sub(ts),
             last_out_seq: out_seq.wrapping_sub(1),
             last_out_ts: out_ts,
             last_out_at: now,
         });
+    }
+
+    /// The outgoing sequence number the next new packet will get, once a layer has started.
+    pub fn next_seq(&self) -> Option<u16> {
+        self.state.as_ref().map(|s| s.last_out_seq.wrapping_add(1))
+    }
+
+    /// Drop the incoming packet `seq` of the current layer without giving it an outgoing
+    /// sequence number: later packets shift down by one. A packet older than the newest one
+    /// seen cannot be skipped any more (what followed it is already out) and is just dropped.
+    pub fn skip(&mut self, seq: u16) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        if !seq_newer(seq, state.highest_in) {
+            return;
+        }
+        state.highest_in = seq;
+        let next = seq.wrapping_add(1);
+        let Some(&(from, offset)) = state.shifts.back() else {
+            return;
+        };
+        if from == seq && state.shifts.len() > 1 {
+            // A run of skipped packets: one entry.
+            if let Some(last) = state.shifts.back_mut() {
+                *last = (next, offset.wrapping_sub(1));
+            }
+        } else {
+            state.shifts.push_back((next, offset.wrapping_sub(1)));
+            if state.shifts.len() > MAX_SHIFTS {
+                state.shifts.pop_front();
+            }
+        }
     }
 
     /// Whether a layer has been started.
@@ -77,7 +124,17 @@ impl Rewriter {
         if seq != state.switch_seq && !seq_newer(seq, state.switch_seq) {
             return None;
         }
-        let out_seq = seq.wrapping_add(state.seq_offset);
+        // The newest shift that starts at or before this packet.
+        let offset = state
+            .shifts
+            .iter()
+            .rev()
+            .find(|(from, _)| seq == *from || seq_newer(seq, *from))
+            .map(|(_, offset)| *offset)?;
+        if seq_newer(seq, state.highest_in) {
+            state.highest_in = seq;
+        }
+        let out_seq = seq.wrapping_add(offset);
         let out_ts = ts.wrapping_add(state.ts_offset);
         if seq_newer(out_seq, state.last_out_seq) {
             state.last_out_seq = out_seq;
@@ -121,6 +178,38 @@ mod tests {
         );
         // A late packet of the new layer from before the switch point is dropped.
         assert_eq!(rewriter.rewrite(t1, 39_999, 997_000), None);
+    }
+
+    #[test]
+    fn skipped_packets_leave_no_gap() {
+        let t0 = Instant::now();
+        let mut rewriter = Rewriter::new(90_000);
+        rewriter.switch(t0, 10, 0);
+        assert_eq!(rewriter.rewrite(t0, 10, 0).map(|r| r.0), Some(10));
+        rewriter.skip(11);
+        rewriter.skip(12);
+        assert_eq!(rewriter.rewrite(t0, 13, 0).map(|r| r.0), Some(11));
+        rewriter.skip(14);
+        // 15 comes late, after 16: each keeps its place.
+        assert_eq!(rewriter.rewrite(t0, 16, 0).map(|r| r.0), Some(13));
+        assert_eq!(rewriter.rewrite(t0, 15, 0).map(|r| r.0), Some(12));
+        // A skip of an old packet changes nothing.
+        rewriter.skip(12);
+        assert_eq!(rewriter.rewrite(t0, 17, 0).map(|r| r.0), Some(14));
+        assert_eq!(rewriter.next_seq(), Some(15));
+    }
+
+    #[test]
+    fn a_packet_older_than_every_remembered_shift_is_dropped() {
+        let t0 = Instant::now();
+        let mut rewriter = Rewriter::new(90_000);
+        rewriter.switch(t0, 0, 0);
+        for i in 0..=MAX_SHIFTS as u16 {
+            // Skip every other packet: each skip is a shift of its own.
+            rewriter.skip(2 * i + 1);
+            assert!(rewriter.rewrite(t0, 2 * i + 2, 0).is_some());
+        }
+        assert_eq!(rewriter.rewrite(t0, 2, 0), None, "too late to place");
     }
 
     #[test]

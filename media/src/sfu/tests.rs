@@ -183,8 +183,8 @@ fn a_falling_estimate_moves_the_subscriber_down_without_a_gap() {
         "started on the layer chosen at subscribe time"
     );
 
-    // The estimate collapses below layer 1's rate: target layer 0, keyframe requested for it,
-    // layer 1 still flows until that keyframe arrives.
+    // The estimate collapses below layer 1's rate (no loss yet): target layer 0, keyframe
+    // requested for it, layer 1 still flows until that keyframe arrives.
     sfu.set_estimate(down, 50_000);
     let now = clock.advance(300);
     sfu.handle_timeout(now);
@@ -222,6 +222,105 @@ fn a_falling_estimate_moves_the_subscriber_down_without_a_gap() {
     }
     assert_eq!(after.len(), 3, "layer 1 until the keyframe, then layer 0");
     assert_eq!(sfu.stats().layer_switches, 2);
+}
+
+#[test]
+fn a_lossy_fall_stops_the_old_layer_at_once_and_forgets_it() {
+    let (mut sfu, mut clock, _audio, video) = call();
+    let downs = sfu
+        .subscribe(clock.0, 2, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    let down = downs.iter().find(|(_, t, _)| *t == video).unwrap().0;
+    sfu.set_estimate(down, 5_000_000);
+
+    feed_frames(&mut sfu, &mut clock, video, 0..1, true);
+    feed_frames(&mut sfu, &mut clock, video, 1..61, false);
+    sfu.handle_timeout(clock.0);
+    let before: Vec<OutPacket> = rtp_to(&drain(&mut sfu), down);
+    assert!(!before.is_empty());
+    let (layer, _) = sfu.down_state(down).unwrap();
+    assert_eq!(
+        layer,
+        Some(1),
+        "started on the layer chosen at subscribe time"
+    );
+
+    // The estimate collapses below layer 1's rate and 30 % is lost: target layer 0, keyframe
+    // requested for it, and layer 1 stops at once (the link is dropping it) until that keyframe
+    // arrives.
+    sfu.set_estimate(down, 50_000);
+    sfu.set_loss(down, 0.3);
+    let now = clock.advance(300);
+    sfu.handle_timeout(now);
+    let out = drain(&mut sfu);
+    assert!(
+        out.contains(&Output::KeyframeRequest {
+            track: video,
+            layer: 0
+        }),
+        "{out:?}"
+    );
+    let now = clock.advance(33);
+    sfu.handle_rtp(now, video, 1, pkt(101, 1061, 3000 * 61, DELTA));
+    sfu.handle_rtp(now, video, 0, pkt(100, 61, 3000 * 61, KEY));
+    sfu.handle_rtp(now, video, 1, pkt(101, 1062, 3000 * 62, DELTA));
+    let now = clock.advance(33);
+    sfu.handle_rtp(now, video, 0, pkt(100, 62, 3000 * 62, DELTA));
+    let out = drain(&mut sfu);
+    assert!(out.contains(&Output::LayerSwitched {
+        down,
+        from: Some(1),
+        to: 0
+    }));
+    let after = rtp_to(&out, down);
+
+    // One stream: same SSRC, sequence numbers consecutive across the switch, time moving on.
+    let all: Vec<&OutPacket> = before.iter().chain(after.iter()).collect();
+    assert!(all.iter().all(|p| p.ssrc == 9));
+    for pair in all.windows(2) {
+        assert_eq!(
+            pair[1].sequence_number,
+            pair[0].sequence_number.wrapping_add(1)
+        );
+        assert!(pair[1].timestamp.wrapping_sub(pair[0].timestamp) < 90_000);
+    }
+    assert_eq!(
+        after.len(),
+        2,
+        "nothing of layer 1, then layer 0 from its keyframe"
+    );
+    assert_eq!(after[0].payload, Bytes::from_static(KEY));
+    assert_eq!(sfu.stats().layer_switches, 2);
+
+    // NACKs for what was sent of layer 1 are no longer answered; those for layer 0 are.
+    let old = before.last().unwrap().sequence_number;
+    assert_eq!(sfu.handle_nack(clock.advance(10), down, &[old]), 1);
+    assert_eq!(
+        sfu.handle_nack(clock.0, down, &[after[1].sequence_number]),
+        0
+    );
+}
+
+#[test]
+fn a_smaller_size_asked_for_switches_without_stopping_the_current_layer() {
+    let (mut sfu, mut clock, _audio, video) = call();
+    let downs = sfu
+        .subscribe(clock.0, 2, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    let down = downs.iter().find(|(_, t, _)| *t == video).unwrap().0;
+    sfu.set_estimate(down, 5_000_000);
+    feed_frames(&mut sfu, &mut clock, video, 0..1, true);
+    feed_frames(&mut sfu, &mut clock, video, 1..10, false);
+    drain(&mut sfu);
+
+    // Not congestion: layer 1 goes on until layer 0's keyframe, so the picture never stops.
+    sfu.set_max_height(clock.advance(10), down, Some(180));
+    let now = clock.advance(33);
+    sfu.handle_rtp(now, video, 1, pkt(101, 1010, 3000 * 10, DELTA));
+    sfu.handle_rtp(now, video, 0, pkt(100, 10, 3000 * 10, KEY));
+    let sent = rtp_to(&drain(&mut sfu), down);
+    assert_eq!(sent.len(), 2, "layer 1's frame, then layer 0's keyframe");
+    assert_eq!(sent[1].payload, Bytes::from_static(KEY));
 }
 
 #[test]
@@ -410,4 +509,78 @@ fn track_demand_is_the_highest_layer_any_subscriber_can_use() {
     sfu.subscribe(clock.0, 3, 1, SubscribePrefs::default(), |_, _| 9)
         .unwrap();
     assert_eq!(sfu.track_demand(video), Some(2));
+}
+
+#[test]
+fn publisher_padding_is_not_forwarded_and_leaves_no_gap() {
+    let (mut sfu, mut clock, _audio, video) = call();
+    let downs = sfu
+        .subscribe(clock.0, 2, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    let down = downs.iter().find(|(_, t, _)| *t == video).unwrap().0;
+    sfu.set_estimate(down, 5_000_000);
+    feed_frames(&mut sfu, &mut clock, video, 0..3, true);
+    let before = rtp_to(&drain(&mut sfu), down);
+    assert_eq!(before.len(), 3, "layer 1, one packet per frame");
+
+    // The browser probes its uplink with padding on layer 1 (sequence numbers 1003..1012).
+    let now = clock.advance(5);
+    for seq in 1003..1013 {
+        sfu.handle_rtp(now, video, 1, pkt(101, seq, 3000 * 2, b""));
+    }
+    let now = clock.advance(28);
+    sfu.handle_rtp(now, video, 1, pkt(101, 1013, 3000 * 3, DELTA));
+    let after = rtp_to(&drain(&mut sfu), down);
+    assert_eq!(after.len(), 1, "only the media packet");
+    assert_eq!(
+        after[0].sequence_number,
+        before[2].sequence_number.wrapping_add(1),
+        "no gap for the receiver to NACK"
+    );
+    assert_eq!(sfu.stats().padding_dropped, 10);
+}
+
+#[test]
+fn a_lossy_link_falls_to_what_arrives_even_if_the_estimate_is_high() {
+    let (mut sfu, mut clock, _audio, video) = call();
+    let downs = sfu
+        .subscribe(clock.0, 2, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    let down = downs.iter().find(|(_, t, _)| *t == video).unwrap().0;
+    // Layer rates here: about 24, 96 and 290 kbit/s. The estimate fits layer 2 comfortably.
+    sfu.set_estimate(down, 400_000);
+    feed_frames(&mut sfu, &mut clock, video, 0..1, true);
+    for chunk in 0..20u16 {
+        feed_frames(
+            &mut sfu,
+            &mut clock,
+            video,
+            1 + chunk * 10..11 + chunk * 10,
+            false,
+        );
+        sfu.handle_timeout(clock.0);
+    }
+    feed_frames(&mut sfu, &mut clock, video, 201..202, true);
+    drain(&mut sfu);
+    assert_eq!(sfu.down_state(down).unwrap().0, Some(2));
+
+    // 5 % loss is noise; 40 % means the link carries about 175 kbit/s of layer 2's 290.
+    sfu.set_loss(down, 0.05);
+    sfu.handle_timeout(clock.advance(300));
+    assert_eq!(sfu.down_state(down).unwrap().0, Some(2));
+    assert!(
+        !drain(&mut sfu)
+            .iter()
+            .any(|o| matches!(o, Output::KeyframeRequest { .. }))
+    );
+    sfu.set_loss(down, 0.4);
+    sfu.handle_timeout(clock.advance(300));
+    let out = drain(&mut sfu);
+    assert!(
+        out.contains(&Output::KeyframeRequest {
+            track: video,
+            layer: 1
+        }),
+        "{out:?}"
+    );
 }

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use crate::Error;
 
+mod blob;
+mod local;
+pub use local::KeyValue;
 mod log;
 pub use log::Head;
 

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use huiyan_media::room::Role;
-use huiyan_media::signal::{ErrorCode, MAX_MESSAGE_BYTES, ServerMessage};
+use huiyan_media::signal::{ErrorCode, KEEPALIVE_SECONDS, MAX_MESSAGE_BYTES, ServerMessage};
 use huiyan_media::token::{Claims, unix_now};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -65,8 +65,8 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
 }
 
 /// Issue a token to join a room of this node.
-// TODO(#4): gate on the caller's account and role once accounts exist; for now any client of
-// the node may ask for a token to any of its rooms.
+// TODO(#4): gate on the caller's account and role once accounts exist (issue #6); for now any
+// client of the node may ask for a token to any of its rooms, with any role (docs/media.md).
 #[utoipa::path(post, path = "/api/v1/media/token", tag = "media",
     request_body = TokenRequest,
     responses(
@@ -139,8 +139,16 @@ async fn serve_socket(node: Arc<Node>, mut socket: WebSocket) {
             return;
         }
     };
+    let period = std::time::Duration::from_secs(KEEPALIVE_SECONDS);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                let msg = ServerMessage::Keepalive.to_json();
+                if socket.send(Message::Text(msg.into())).await.is_err() {
+                    break;
+                }
+            }
             incoming = socket.recv() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
@@ -188,6 +196,7 @@ pub async fn start(
     use huiyan_media::room::{RoomKind, RoomPolicy};
 
     let mut options = MediaOptions::new(config.listen.rtc);
+    options.advertise = config.listen.rtc_advertise;
     for room in &config.rooms {
         // check-config has validated the kind against ROOM_KINDS, which match RoomKind.
         let Ok(kind) = serde_json::from_value::<RoomKind>(json!(room.kind)) else {

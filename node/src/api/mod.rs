@@ -3,7 +3,10 @@
 //! Each area of the API has its own module returning an [`OpenApiRouter`]; the document is
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
+mod accounts;
 mod media;
+pub mod mediation;
+pub mod problem;
 mod records;
 mod relay;
 mod site;
@@ -28,7 +31,9 @@ struct ApiDoc;
 pub fn router() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(site::routes())
+        .merge(accounts::routes())
         .merge(records::routes())
         .merge(media::routes())
         .merge(relay::routes())
+        .merge(mediation::routes())
 }

@@ -12,11 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use huiyan_mesh::replica::Mesh;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::problem::{Body, Problem};
+use crate::auth::SiteAdmin;
 use crate::node::Node;
 
 /// Most records one GET returns.
@@ -76,32 +77,40 @@ pub struct RecordQuery {
     limit: Option<usize>,
 }
 
-fn problem(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": msg.into() }))).into_response()
+fn mesh(node: &Node) -> Result<Mesh, Problem> {
+    node.mesh.get().cloned().ok_or_else(Problem::starting)
 }
 
-fn mesh(node: &Node) -> Option<Mesh> {
-    node.mesh.get().cloned()
+/// Scopes only the accounts API writes: an account or an audit event written raw would bypass
+/// the checks that API makes.
+fn reserved(scope: &str) -> bool {
+    scope == crate::accounts::SCOPE || scope.starts_with("audit/")
 }
 
-fn starting() -> Response {
-    problem(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the mesh is starting; retry",
-    )
-}
-
-/// Appends a record to this site's log; answers once it is durable.
+/// Appends a record to this site's log; answers once it is durable. Admins of this site only.
 #[utoipa::path(post, path = "/api/v1/records", tag = "records", request_body = NewRecord,
     responses(
         (status = 201, description = "Stored durably", body = Appended),
         (status = 400, description = "Invalid scope, kind or payload, or a scope this site may \
             not hold"),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin of this site"),
     ))]
-async fn post_record(State(node): State<Arc<Node>>, Json(rec): Json<NewRecord>) -> Response {
-    let Some(mesh) = mesh(&node) else {
-        return starting();
-    };
+async fn post_record(
+    State(node): State<Arc<Node>>,
+    _: SiteAdmin,
+    Body(rec): Body<NewRecord>,
+) -> Result<Response, Problem> {
+    if reserved(&rec.scope) {
+        return Err(Problem::bad_request(
+            "reserved_scope",
+            format!(
+                "scope `{}` is written only through /api/v1/users and the audit trail",
+                rec.scope
+            ),
+        ));
+    }
+    let mesh = mesh(&node)?;
     match mesh.append_async(rec.scope, rec.kind, rec.payload).await {
         Ok((peer, seq)) => {
             let body = Appended {
@@ -109,28 +118,29 @@ async fn post_record(State(node): State<Arc<Node>>, Json(rec): Json<NewRecord>) 
                 origin_peer: peer.to_base58(),
                 seq,
             };
-            (StatusCode::CREATED, Json(body)).into_response()
+            Ok((StatusCode::CREATED, Json(body)).into_response())
         }
         Err(e @ huiyan_mesh::Error::Record { .. }) => {
-            problem(StatusCode::BAD_REQUEST, e.to_string())
+            Err(Problem::bad_request("invalid_record", e.to_string()))
         }
-        Err(e) => {
-            tracing::error!(error = %e, "append failed");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
+        Err(e) => Err(Problem::internal("cannot append the record", e)),
     }
 }
 
-/// Pages through the records this node holds.
+/// Pages through the records this node holds. Admins of this site only.
 #[utoipa::path(get, path = "/api/v1/records", tag = "records", params(RecordQuery),
     responses(
         (status = 200, description = "A page of records", body = RecordPage),
         (status = 400, description = "Unknown origin"),
+        (status = 401, description = "Not signed in"),
+        (status = 403, description = "Not an admin of this site"),
     ))]
-async fn get_records(State(node): State<Arc<Node>>, Query(q): Query<RecordQuery>) -> Response {
-    let Some(mesh) = mesh(&node) else {
-        return starting();
-    };
+async fn get_records(
+    State(node): State<Arc<Node>>,
+    _: SiteAdmin,
+    Query(q): Query<RecordQuery>,
+) -> Result<Json<RecordPage>, Problem> {
+    let mesh = mesh(&node)?;
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let result = match &q.origin {
@@ -138,36 +148,30 @@ async fn get_records(State(node): State<Arc<Node>>, Query(q): Query<RecordQuery>
             Some(peer) => mesh.records(&peer, after, limit),
             None => {
                 let msg = format!("origin `{o}` is neither a roster site id nor a PeerId");
-                return problem(StatusCode::BAD_REQUEST, msg);
+                return Err(Problem::bad_request("unknown_origin", msg));
             }
         },
         None => mesh.all_records(after, limit),
     };
-    match result {
-        Ok(records) => {
-            let next_after = (q.origin.is_some() && records.len() == limit)
-                .then(|| records.last().map(|r| r.seq))
-                .flatten();
-            Json(RecordPage {
-                records,
-                next_after,
-            })
-            .into_response()
-        }
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let records = result.map_err(|e| Problem::internal("cannot read the logs", e))?;
+    let next_after = (q.origin.is_some() && records.len() == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(RecordPage {
+        records,
+        next_after,
+    }))
 }
 
-/// Replication state: version vector, log digest, peers with their lag and last error.
+/// Replication state: version vector, log digest, peers with their lag and last error. Open to
+/// monitoring: it holds no record content.
 #[utoipa::path(get, path = "/api/v1/sync", tag = "records",
     responses((status = 200, description = "Sync status", body = Object)))]
-async fn get_sync(State(node): State<Arc<Node>>) -> Response {
-    let Some(mesh) = mesh(&node) else {
-        return starting();
-    };
+async fn get_sync(State(node): State<Arc<Node>>) -> Result<Response, Problem> {
+    let mesh = mesh(&node)?;
     match tokio::task::spawn_blocking(move || mesh.status()).await {
-        Ok(Ok(s)) => Json(s).into_response(),
-        Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Ok(s)) => Ok(Json(s).into_response()),
+        Ok(Err(e)) => Err(Problem::internal("cannot read the sync status", e)),
+        Err(e) => Err(Problem::internal("cannot read the sync status", e)),
     }
 }

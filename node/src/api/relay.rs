@@ -8,15 +8,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use huiyan_media::relay::core::{CarriedStream, LinkReport};
 use huiyan_media::relay::wire::TrackKind;
 use serde::Serialize;
-use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::problem::Problem;
 use crate::node::Node;
 
 /// This node's relay links.
@@ -148,18 +147,17 @@ fn link(node: &Node, r: LinkReport) -> MediaLink {
         (status = 200, description = "Budget, rate, RTT, loss and streams per remote site",
             body = MediaLinks),
         (status = 503, description = "The media engine has stopped")))]
-async fn get_links(State(node): State<Arc<Node>>) -> Response {
-    match node.media.relay_links().await {
-        Ok(reports) => Json(MediaLinks {
-            site: node.config.site.clone(),
-            uplink_kbps: node.config.uplink_kbps,
-            links: reports.into_iter().map(|r| link(&node, r)).collect(),
-        })
-        .into_response(),
-        Err(e) => (
+async fn get_links(State(node): State<Arc<Node>>) -> Result<Json<MediaLinks>, Problem> {
+    let reports = node.media.relay_links().await.map_err(|e| {
+        Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": e.to_string() })),
+            "media_stopped",
+            format!("{e}; the node logged the cause, tell IT"),
         )
-            .into_response(),
-    }
+    })?;
+    Ok(Json(MediaLinks {
+        site: node.config.site.clone(),
+        uplink_kbps: node.config.uplink_kbps,
+        links: reports.into_iter().map(|r| link(&node, r)).collect(),
+    }))
 }

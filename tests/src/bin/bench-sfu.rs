@@ -8,7 +8,9 @@
 //! subscribers over the node's `/ws` signaling (webrtc-rs `rtc` peer connections on loopback),
 //! sends VP8-framed packets carrying their send time, and prints one JSON line: `publishers`,
 //! `subscribers`, `forwarded_packets_per_second`, `node_cpu_seconds`,
-//! `forwarded_packets_per_cpu_second`, `p99_forward_delay_us`, `drops`.
+//! `forwarded_packets_per_cpu_second`, `p99_forward_delay_us`, `drops`; also
+//! `sent_packets_per_second` (what the synthetic publisher managed to send of the offered rate)
+//! and `node_cpu_share` (node CPU seconds per second: below 1, the node was not the bottleneck).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -396,6 +398,8 @@ async fn main() -> Result<()> {
             "publishers": 1,
             "subscribers": subscribers,
             "offered_packets_per_second": rate,
+            "sent_packets_per_second": (sent as f64 / elapsed).round(),
+            "node_cpu_share": (cpu / elapsed * 100.0).round() / 100.0,
             "forwarded_packets_per_second": (received as f64 / elapsed).round(),
             "node_cpu_seconds": (cpu * 100.0).round() / 100.0,
             "forwarded_packets_per_cpu_second": if cpu > 0.0 { (received as f64 / cpu).round() } else { 0.0 },

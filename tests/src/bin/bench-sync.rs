@@ -179,8 +179,9 @@ fn main() -> anyhow::Result<()> {
         n - 1
     );
     let deadline = Duration::from_secs(1800);
+    let token = huiyan_tests::admin_token(hub_web)?;
     loop {
-        let page: Value = http.get(&probe).send()?.json()?;
+        let page: Value = http.get(&probe).bearer_auth(&token).send()?.json()?;
         if page["records"].as_array().is_some_and(|r| !r.is_empty()) {
             break;
         }

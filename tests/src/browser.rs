@@ -98,9 +98,10 @@ const done = arguments[arguments.length - 1];
   const subs = [];
   for (const [id, sub] of s.subs) {
     const stats = await sub.pc.getStats();
-    let frames = 0, freeze = 0, samples = 0, received = 0, packets = 0, plis = 0;
+    let frames = 0, freeze = 0, samples = 0, received = 0, packets = 0, plis = 0, ssrcs = [];
     stats.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        ssrcs.push(r.ssrc);
         frames = r.framesDecoded ?? 0;
         freeze = r.totalFreezesDuration ?? 0;
         received = r.framesReceived ?? 0;
@@ -111,7 +112,7 @@ const done = arguments[arguments.length - 1];
     });
     const notice = sub.tile.querySelector('.notice');
     subs.push({
-      id, frames, freeze, samples, received, packets, plis,
+      id, frames, freeze, samples, received, packets, plis, ssrcs,
       layer: sub.layer ?? null,
       limited: !!sub.videoLimited,
       notice: notice && !notice.hidden ? notice.textContent : '',
@@ -124,7 +125,7 @@ const done = arguments[arguments.length - 1];
       if (r.type === 'outbound-rtp' && r.kind === 'video') sent[r.rid ?? ''] = r.framesSent ?? 0;
     });
   }
-  done({ status: s.status, subs, sent });
+  done({ status: s.status, subs, sent, reconnects: s.reconnects ?? 0 });
 })().catch((e) => done({ error: String(e) }));
 "#;
 
@@ -143,6 +144,9 @@ pub struct Sub {
     /// PLIs the page sent for the video.
     #[serde(default)]
     pub plis: u64,
+    /// SSRCs of the video's inbound RTP streams (the counters above are the last one's).
+    #[serde(default)]
+    pub ssrcs: Vec<u32>,
     /// Total freeze time, s.
     pub freeze: f64,
     /// Audio samples received.
@@ -164,6 +168,9 @@ pub struct Probe {
     pub subs: Vec<Sub>,
     /// Video frames sent, per simulcast rid.
     pub sent: std::collections::HashMap<String, u64>,
+    /// How often the page lost the call and joined again.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl Probe {

@@ -39,6 +39,9 @@
 //!   not its bandwidth. TODO(#5)
 //! - Room limits count members of every site, but simultaneous joins at two sites can pass a
 //!   limit by one. TODO(#5)
+//! - After an outage a site that comes back through the hub and then directly can make the
+//!   room's home drop its members and add them again (the hub's `left` overtakes the direct
+//!   re-attach): browsers re-subscribe. TODO(#5)
 
 pub mod driver;
 pub mod metrics;

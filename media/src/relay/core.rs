@@ -896,6 +896,9 @@ impl Relay {
                 }
             }
             Control::Left { room, id } => {
+                // TODO(#5): when the member's origin has a live direct link (it is moving back
+                // from the hub), re-point the member to it instead of dropping it: otherwise
+                // browsers see it leave and come back (docs/relay.md, Limitations).
                 let via = self
                     .rooms
                     .get(&room)

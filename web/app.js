@@ -1,6 +1,7 @@
 // The node's status page: who this site is, whether it is healthy, the sites of its roster, and
 // how the mesh sync with each of them stands (from /api/v1/sync).
 import { TEXT, currentLang, setLang } from "./i18n.js";
+import { renderLinks } from "./links.js";
 
 let lang = currentLang();
 let last = null;
@@ -19,6 +20,7 @@ function applyLang() {
     b.setAttribute("aria-pressed", String(b.dataset.lang === lang));
   }
   if (last) render(last);
+  renderLinks(lang);
 }
 
 function duration(seconds) {

@@ -2,8 +2,11 @@
 // three simulcast layers, and shows every other publisher. Signaling protocol:
 // huiyan_media::signal (see docs/media.md). Plain ES module, no dependencies.
 //
-// URL parameters: room, sub (caller id), role (owner|speaker|viewer), token (instead of
+// URL parameters: room (a room of this site, or `site/room` for a room of another site: the
+// node relays the call), sub (caller id), role (owner|speaker|viewer), token (instead of
 // room/sub/role), audio_only=1, max_height=N, lang=en.
+
+import { TEXT as SHARED } from './i18n.js';
 
 const TEXT = {
   zh: {
@@ -25,7 +28,7 @@ const TEXT = {
 
 const params = new URLSearchParams(location.search);
 let lang = params.get('lang') === 'en' ? 'en' : 'zh';
-const t = (key) => TEXT[lang][key] ?? key;
+const t = (key) => TEXT[lang][key] ?? SHARED[lang][key] ?? key;
 
 const state = {
   ws: null,
@@ -65,7 +68,13 @@ function render() {
   if (state.status === 'connected' && state.subs.size === 0) text = t('waiting');
   status.textContent = text;
   for (const [id, sub] of state.subs) {
-    sub.tile.querySelector('figcaption').textContent = `${t('participant')} ${sub.name ?? id}`;
+    const site = sub.site ? ` · ${sub.site}` : '';
+    sub.tile.querySelector('figcaption').textContent =
+      `${t('participant')} ${sub.name ?? id}${site}`;
+    // Video held back between sites: say why the picture stopped.
+    const notice = sub.tile.querySelector('.notice');
+    notice.hidden = !sub.videoLimited;
+    notice.textContent = sub.videoLimited ? t('relay_audio_only') : '';
     const q = sub.tile.querySelector('.quality');
     q.dataset.q = sub.quality ?? '';
     q.textContent = sub.quality ? t(sub.quality) : '';
@@ -104,7 +113,7 @@ function tileFor(publisher) {
   const fig = document.createElement('figure');
   fig.dataset.publisher = String(publisher);
   fig.innerHTML = '<video autoplay playsinline></video><figcaption></figcaption>' +
-    '<span class="quality"></span>';
+    '<span class="quality"></span><p class="notice" role="status" hidden></p>';
   document.getElementById('grid').append(fig);
   return fig;
 }
@@ -219,6 +228,14 @@ async function onMessage(msg) {
       }
       break;
     }
+    case 'relay': {
+      const sub = state.subs.get(msg.publisher);
+      if (sub) {
+        sub.videoLimited = msg.video_limited;
+        render();
+      }
+      break;
+    }
     case 'error':
       setStatus('error', msg.message);
       break;
@@ -309,7 +326,9 @@ async function subscribe(peer) {
   const tile = tileFor(peer.participant);
   const stream = new MediaStream();
   tile.querySelector('video').srcObject = stream;
-  state.subs.set(peer.participant, { pc, tile, name: peer.sub, quality: null });
+  state.subs.set(peer.participant, {
+    pc, tile, name: peer.sub, site: peer.site ?? null, quality: null, videoLimited: false,
+  });
   pc.addTransceiver('audio', { direction: 'recvonly' });
   if (!audioOnly && peer.video) pc.addTransceiver('video', { direction: 'recvonly' });
   pc.ontrack = (event) => stream.addTrack(event.track);

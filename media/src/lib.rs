@@ -10,9 +10,11 @@
 //! - [`mux`]: which session a datagram on the shared port belongs to.
 //! - [`metrics`]: the counters exported on the node's `/metrics`.
 //! - [`record`]: the sans-IO WebM writer that records a publisher from its RTP packets.
+//! - [`relay`]: the media relay between sites over quinn (rooms across sites, one copy per
+//!   link, budget, FEC and NACK, outages); its sans-IO core lives beside the SFU in the engine.
 //!
 //! See `docs/media.md` for how webrtc-rs 0.21 is used and why the driver speaks to its sans-IO
-//! core directly.
+//! core directly, and `docs/relay.md` for the relay.
 //!
 //! # Limitations
 //!
@@ -28,17 +30,29 @@
 //! - Host candidates carry one IP, `[listen] rtc_advertise` or its default; with a wildcard bind
 //!   every answer offers that one address (no `IP_PKTINFO`, no candidate per interface).
 //!   TODO(#4).
-//! - The inter-site relay over quinn is not built yet (TODO(#5)).
 //! - Recording ([`record`]) keeps one simulcast layer (the middle one, 640x360 from the call
 //!   page) and writes no Cues: browsers seek in the files by reading ahead. A file whose
 //!   publisher changes resolution mid-stream keeps the first keyframe's size in its header.
 //!   Audio and video are aligned by their arrival times, not by RTCP sender reports: lip sync
 //!   is as good as the network's jitter (tens of milliseconds).
+//! - The relay's tree is rooted at each room's home site: members at two other sites reach
+//!   each other through the home, and a room whose home nobody can reach is unreachable.
+//!   TODO(#5)
+//! - Any roster site may attach to any room; correction rooms should only be reachable from
+//!   sites allowed that office's correction scope. TODO(#5)
+//! - The layer wanted across a relay link is the highest any local subscriber's size allows,
+//!   not its bandwidth. TODO(#5)
+//! - Room limits count members of every site, but simultaneous joins at two sites can pass a
+//!   limit by one. TODO(#5)
+//! - After an outage a site that comes back through the hub and then directly can make the
+//!   room's home drop its members and add them again (the hub's `left` overtakes the direct
+//!   re-attach): browsers re-subscribe. TODO(#5)
 
 pub mod driver;
 pub mod metrics;
 pub mod mux;
 pub mod record;
+pub mod relay;
 pub mod room;
 pub mod sfu;
 pub mod signal;
@@ -84,6 +98,18 @@ pub enum Error {
         addr: std::net::SocketAddr,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The home site of a room did not answer in time.
+    #[error("the home site of room `{room}` cannot be reached now; try again in a moment")]
+    RoomUnreachable {
+        /// The room.
+        room: String,
+    },
+    /// The relay between sites could not start.
+    #[error("media relay: {reason}")]
+    Relay {
+        /// What went wrong.
+        reason: String,
     },
     /// The media engine task has stopped.
     #[error("the media engine has stopped")]

@@ -107,6 +107,9 @@ pub struct PeerInfo {
     pub audio: bool,
     /// Whether it publishes video.
     pub video: bool,
+    /// The site its browser is connected to, when that is another site (relayed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// A message from the node.
@@ -157,6 +160,14 @@ pub enum ServerMessage {
         layer: Option<usize>,
         /// The node's estimate of the bandwidth to this browser, in kbit/s.
         estimate_kbps: Option<u64>,
+    },
+    /// Whether a remote publisher's video is held back because a link between the sites is
+    /// too thin: the browser receives its audio only meanwhile, and should say why.
+    Relay {
+        /// The publisher.
+        publisher: u64,
+        /// Video held back for lack of bandwidth between sites.
+        video_limited: bool,
     },
     /// Sent every [`KEEPALIVE_SECONDS`] whatever else is sent, so that a browser can tell a
     /// dead socket (a network that dropped without closing it) from a quiet one.
@@ -247,11 +258,14 @@ impl From<&crate::Error> for ServerMessage {
             crate::Error::UnknownPublisher { .. } => ErrorCode::UnknownPublisher,
             crate::Error::Token(TokenError::Expired { .. }) => ErrorCode::TokenExpired,
             crate::Error::Token(_) => ErrorCode::BadToken,
-            crate::Error::Room(RoomError::Unknown { .. }) => ErrorCode::UnknownRoom,
+            crate::Error::Room(RoomError::Unknown { .. })
+            | crate::Error::RoomUnreachable { .. } => ErrorCode::UnknownRoom,
             crate::Error::Room(RoomError::Full { .. }) => ErrorCode::RoomFull,
             crate::Error::Room(RoomError::MayNotPublish { .. }) => ErrorCode::Forbidden,
             crate::Error::Rtc { .. } => ErrorCode::BadSdp,
-            crate::Error::Io { .. } | crate::Error::EngineStopped => ErrorCode::Internal,
+            crate::Error::Io { .. } | crate::Error::Relay { .. } | crate::Error::EngineStopped => {
+                ErrorCode::Internal
+            }
         };
         ServerMessage::error(code, err.to_string())
     }

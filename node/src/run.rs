@@ -63,7 +63,9 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    let media = runtime.block_on(crate::api::start_media(&config, &metrics))?;
+    let media = runtime.block_on(crate::api::start_media(
+        &config, &roster, &keypair, &metrics,
+    ))?;
     let org = crate::accounts::OrgTree::from_roster(&roster);
     let sessions = crate::auth::Sessions::new(store.clone());
     let node = Arc::new(Node {

@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use huiyan_mesh::identity::generate_key_file;
 
+pub mod browser;
 pub mod links;
 pub mod netns;
+pub mod relay;
+pub mod synth;
 
 /// The `huiyan` binary under test.
 pub fn huiyan_bin() -> PathBuf {

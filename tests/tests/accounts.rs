@@ -46,6 +46,8 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("post", "/api/v1/records", Access::Admin),
     // TODO(#6): join tokens for staff and public callers, bound to their rooms.
     ("post", "/api/v1/media/token", Access::Open),
+    // The public status page shows the relay links (budgets, rates, streams: no personal data).
+    ("get", "/api/v1/media/links", Access::Open),
     ("get", "/api/v1/rooms", Access::Open),
     ("get", "/api/v1/rooms/{id}", Access::Open),
     ("get", "/api/v1/rooms/{id}/qr", Access::Open),

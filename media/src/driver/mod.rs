@@ -9,6 +9,7 @@
 
 mod pc;
 mod record;
+mod relay;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -43,6 +44,8 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::metrics::MediaMetrics;
 use crate::mux::Demux;
+use crate::relay::core::{LinkReport, RelayConfig};
+use crate::relay::net::{NetEvent, RelayOptions};
 use crate::room::{RoomPolicy, Rooms};
 use crate::sfu::codec::VideoCodec;
 use crate::sfu::{
@@ -86,8 +89,10 @@ pub struct MediaOptions {
     pub ice_tcp: bool,
     /// Tuning of the SFU core.
     pub sfu: SfuConfig,
-    /// Rooms of this node.
+    /// Rooms of this node (global ids, `site/room`).
     pub rooms: Vec<RoomPolicy>,
+    /// The relay between sites; `None` runs the node alone.
+    pub relay: Option<RelayOptions>,
 }
 
 impl MediaOptions {
@@ -99,6 +104,7 @@ impl MediaOptions {
             ice_tcp: true,
             sfu: SfuConfig::default(),
             rooms: Vec::new(),
+            relay: None,
         }
     }
 }
@@ -128,6 +134,13 @@ enum Command {
     /// A recording needs a keyframe of a participant's recorded video layer.
     TapKeyframe {
         participant: ParticipantId,
+    },
+    LookupRoom {
+        room: String,
+        reply: oneshot::Sender<Option<RoomPolicy>>,
+    },
+    Links {
+        reply: oneshot::Sender<Vec<LinkReport>>,
     },
 }
 
@@ -220,6 +233,40 @@ impl MediaHandle {
             })
             .await
             .map_err(|_| Error::EngineStopped)
+    }
+
+    /// The policy of `room` (global id): of this node, or learned from the room's home site
+    /// over the relay (which may take a round trip). `None` when the home has no such room;
+    /// [`Error::RoomUnreachable`] when no answer came within `within`.
+    pub async fn resolve_room(
+        &self,
+        room: &str,
+        within: Duration,
+    ) -> Result<Option<RoomPolicy>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::LookupRoom {
+                room: room.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| Error::EngineStopped)?;
+        match tokio::time::timeout(within, answer).await {
+            Ok(answer) => answer.map_err(|_| Error::EngineStopped),
+            Err(_) => Err(Error::RoomUnreachable {
+                room: room.to_owned(),
+            }),
+        }
+    }
+
+    /// The relay's links to other sites, for the API and the status page.
+    pub async fn relay_links(&self) -> Result<Vec<LinkReport>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Links { reply })
+            .await
+            .map_err(|_| Error::EngineStopped)?;
+        answer.await.map_err(|_| Error::EngineStopped)
     }
 
     /// Open a signaling session (one per WebSocket).
@@ -329,9 +376,19 @@ pub async fn start(
     }
     let tokens = Arc::new(TokenKey::random());
     let mut rooms = Rooms::new();
-    for policy in options.rooms {
-        rooms.define(policy);
+    for policy in &options.rooms {
+        rooms.define(policy.clone());
     }
+    let (relay, relay_rx) = match options.relay {
+        Some(relay) => {
+            let config = RelayConfig::new(relay.site.clone(), relay.hub.clone(), relay.uplink_kbps);
+            let (net, events) = crate::relay::net::start(relay)?;
+            let mut state = relay::RelayState::new(config, net);
+            state.define_rooms(&options.rooms);
+            (Some(state), Some(events))
+        }
+        None => (None, None),
+    };
     let engine = Engine {
         udp,
         reachable,
@@ -348,6 +405,8 @@ pub async fn start(
         last_stats: SfuStats::default(),
         dirty: HashSet::new(),
         writable: HashSet::new(),
+        relay,
+        relay_rx,
         timers: BinaryHeap::new(),
         taps: HashMap::new(),
         tap_tracks: HashMap::new(),
@@ -513,6 +572,9 @@ struct Engine {
     dirty: HashSet<ConnId>,
     /// Connections that may have datagrams to send.
     writable: HashSet<ConnId>,
+    /// The relay between sites (see `relay.rs`), when the node has one.
+    relay: Option<relay::RelayState>,
+    relay_rx: Option<mpsc::Receiver<NetEvent>>,
     /// Each connection's next timeout, earliest first. An entry is current only while it
     /// equals its connection's `timeout`; others are skipped when they reach the top.
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
@@ -559,6 +621,9 @@ impl Engine {
                     self.command(Instant::now(), command);
                 }
                 Some(event) = tcp.recv() => self.tcp_event(Instant::now(), event),
+                Some(event) = relay::recv_net(self.relay_rx.as_mut()) => {
+                    self.relay_event(Instant::now(), event);
+                }
                 () = sleep => {}
             }
 
@@ -580,10 +645,13 @@ impl Engine {
     /// (in [`Engine::flush`]); the rest wait in the heap.
     fn next_deadline(&mut self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        let sfu = self.sfu.poll_timeout().unwrap_or(far);
+        let mut deadline = self.sfu.poll_timeout().unwrap_or(far);
+        if let Some(t) = self.relay_deadline() {
+            deadline = deadline.min(t);
+        }
         match self.next_timer() {
-            Some((at, _)) => sfu.min(at),
-            None => sfu,
+            Some((at, _)) => deadline.min(at),
+            None => deadline,
         }
     }
 
@@ -628,6 +696,7 @@ impl Engine {
             self.dirty.insert(id);
         }
         self.sfu.handle_timeout(now);
+        self.relay_timeouts(now);
     }
 
     fn next_id(&mut self) -> u64 {
@@ -861,18 +930,15 @@ impl Engine {
                         self.metrics.recording_dropped_packets.inc();
                     }
                 }
-                self.sfu.handle_rtp(
-                    now,
-                    track,
-                    layer,
-                    InPacket {
-                        ssrc: packet.header.ssrc,
-                        sequence_number: packet.header.sequence_number,
-                        timestamp: packet.header.timestamp,
-                        marker: packet.header.marker,
-                        payload: packet.payload,
-                    },
-                );
+                let packet = InPacket {
+                    ssrc: packet.header.ssrc,
+                    sequence_number: packet.header.sequence_number,
+                    timestamp: packet.header.timestamp,
+                    marker: packet.header.marker,
+                    payload: packet.payload,
+                };
+                self.relay_local_rtp(now, track, layer, &packet);
+                self.sfu.handle_rtp(now, track, layer, packet);
             }
             (RTCMessage::RtcpPacket(track_id, packets), ConnRole::Subscribe { by_track, .. }) => {
                 let Some(&down) = by_track.get(&track_id) else {
@@ -957,6 +1023,9 @@ impl Engine {
                     self.writable.insert(cid);
                 }
                 Output::KeyframeRequest { track, layer } => {
+                    if self.relay_keyframe(now, track, layer) {
+                        continue; // a remote publisher: asked through the relay
+                    }
                     self.request_keyframe(now, track, layer);
                 }
                 Output::LayerSwitched { down, from, to } => {
@@ -970,7 +1039,8 @@ impl Engine {
     }
 
     /// Every second: estimates into the SFU, quality reports, metrics.
-    fn tick(&mut self, _now: Instant) {
+    fn tick(&mut self, now: Instant) {
+        self.relay_tick(now);
         let mut reports = Vec::new();
         for (id, conn) in &self.conns {
             let ConnRole::Subscribe {
@@ -1064,8 +1134,19 @@ impl Engine {
             Command::Close { session } => {
                 self.leave(session);
                 self.sessions.remove(&session);
+                self.relay_update_wants(now);
+                self.relay_flush(now);
             }
-            Command::DefineRoom(policy) => self.rooms.define(policy),
+            Command::DefineRoom(policy) => {
+                if let Some(r) = self.relay.as_mut() {
+                    r.define_rooms(std::slice::from_ref(&policy));
+                }
+                self.rooms.define(policy);
+            }
+            Command::LookupRoom { room, reply } => self.relay_lookup(now, room, reply),
+            Command::Links { reply } => {
+                let _ = reply.send(self.relay_report(now));
+            }
             Command::Tap { room, events } => {
                 self.tap_tracks.retain(|_, t| t.room != room);
                 self.taps.insert(room.clone(), events);
@@ -1096,6 +1177,9 @@ impl Engine {
                 if let Err(err) = self.client(now, session, msg) {
                     self.send(session, ServerMessage::from(&err));
                 }
+                // Subscriptions change what remote sites must send here.
+                self.relay_update_wants(now);
+                self.relay_flush(now);
             }
         }
     }
@@ -1243,6 +1327,8 @@ impl Engine {
         }
         let may_publish = self.rooms.check_publish(&claims.room, session).is_ok();
         info!(session, room = %claims.room, role = ?claims.role, "joined");
+        let now = Instant::now();
+        self.relay_join(now, &claims.room, session, &claims.sub, claims.role);
         self.send(
             session,
             ServerMessage::Joined {
@@ -1258,6 +1344,9 @@ impl Engine {
     }
 
     fn peer_info(&self, participant: ParticipantId) -> Option<PeerInfo> {
+        if let Some(info) = self.relay_peer_info(participant) {
+            return Some(info);
+        }
         let tracks = self.sfu.tracks_of(participant);
         if tracks.is_empty() {
             return None;
@@ -1273,6 +1362,7 @@ impl Engine {
             sub,
             audio: tracks.iter().any(|(_, k)| *k == Kind::Audio),
             video: tracks.iter().any(|(_, k)| matches!(k, Kind::Video(_))),
+            site: None,
         })
     }
 
@@ -1356,6 +1446,7 @@ impl Engine {
             self.close_conn(old);
             for (track, _) in self.sfu.tracks_of(session) {
                 self.sfu.unpublish(track);
+                self.relay_unpublish(now, track);
             }
         }
         let media = pc::offered_media(sdp);
@@ -1397,6 +1488,10 @@ impl Engine {
         } else {
             None
         };
+        let published: Vec<TrackId> = audio
+            .into_iter()
+            .chain(video.as_ref().map(|(t, _)| *t))
+            .collect();
         let role = ConnRole::Publish {
             audio,
             video,
@@ -1421,6 +1516,12 @@ impl Engine {
             joined.publish = Some(cid);
         }
         self.tap_participant(session);
+        // Other sites in the room learn of the tracks, all at once.
+        let specs: Vec<(TrackId, TrackSpec)> = published
+            .into_iter()
+            .filter_map(|t| Some((t, self.sfu.track_spec(t)?.clone())))
+            .collect();
+        self.relay_publish(now, &room, session, &specs);
         // Tell the room.
         if let Some(info) = self.peer_info(session) {
             let members: Vec<ParticipantId> = self.sfu.room_members(&room).to_vec();
@@ -1509,6 +1610,7 @@ impl Engine {
         {
             joined.subs.insert(publisher, cid);
         }
+        self.relay_subscribed(session, publisher);
         Ok(())
     }
 
@@ -1681,6 +1783,7 @@ impl Engine {
         }
         // Subscribers of this participant lose their connection to it.
         let members: Vec<ParticipantId> = self.sfu.room_members(&joined.room).to_vec();
+        self.relay_leave(Instant::now(), &joined.room, session);
         self.sfu.leave(session);
         self.rooms.release(&joined.room, session);
         for member in members.into_iter().filter(|m| *m != session) {

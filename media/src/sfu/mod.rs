@@ -825,9 +825,46 @@ impl Sfu {
         self.downs.get(&down).map(|d| (d.track, d.subscriber))
     }
 
+    /// How a track was announced.
+    pub fn track_spec(&self, track: TrackId) -> Option<&TrackSpec> {
+        self.tracks.get(&track).map(|t| &t.spec)
+    }
+
     /// The publisher of a track.
     pub fn track_publisher(&self, track: TrackId) -> Option<ParticipantId> {
         self.tracks.get(&track).map(|t| t.publisher)
+    }
+
+    /// Ask the publisher of `track` for a keyframe of `layer`, within the rate limit (for the
+    /// relay, when a remote site starts receiving the layer).
+    pub fn request_keyframe_for(&mut self, now: Instant, track: TrackId, layer: usize) {
+        self.request_keyframe(now, track, layer);
+    }
+
+    /// The highest layer any subscriber of `track` could use (by the size it asked for), or
+    /// `None` when nobody subscribes. Audio is layer 0. The relay carries up to this layer
+    /// across a link; each subscriber then gets what its own bandwidth allows.
+    pub fn track_demand(&self, track: TrackId) -> Option<usize> {
+        let t = self.tracks.get(&track)?;
+        let top = t.layers.len().saturating_sub(1);
+        t.downs
+            .iter()
+            .filter_map(|d| self.downs.get(d))
+            .map(|d| match (t.spec.kind, d.prefs.max_height) {
+                (Kind::Audio, _) | (_, None) => top,
+                (Kind::Video(_), Some(max)) => (0..=top)
+                    .rev()
+                    .find(|&i| {
+                        t.spec
+                            .layer_heights
+                            .get(i)
+                            .copied()
+                            .flatten()
+                            .is_none_or(|h| h <= max)
+                    })
+                    .unwrap_or(0),
+            })
+            .max()
     }
 }
 

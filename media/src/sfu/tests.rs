@@ -495,6 +495,23 @@ fn a_paused_down_track_waits_and_resumes_with_a_keyframe() {
 }
 
 #[test]
+fn track_demand_is_the_highest_layer_any_subscriber_can_use() {
+    let (mut sfu, clock, audio, video) = call();
+    assert_eq!(sfu.track_demand(video), None, "nobody subscribes yet");
+    sfu.join("r", 3).unwrap();
+    let small = SubscribePrefs {
+        audio_only: false,
+        max_height: Some(360),
+    };
+    sfu.subscribe(clock.0, 2, 1, small, |_, _| 7).unwrap();
+    assert_eq!(sfu.track_demand(video), Some(1));
+    assert_eq!(sfu.track_demand(audio), Some(0));
+    sfu.subscribe(clock.0, 3, 1, SubscribePrefs::default(), |_, _| 9)
+        .unwrap();
+    assert_eq!(sfu.track_demand(video), Some(2));
+}
+
+#[test]
 fn publisher_padding_is_not_forwarded_and_leaves_no_gap() {
     let (mut sfu, mut clock, _audio, video) = call();
     let downs = sfu

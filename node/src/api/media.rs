@@ -23,6 +23,9 @@ use utoipa_axum::routes;
 
 use crate::node::Node;
 
+/// How long a token request waits for a remote room's home site to describe the room.
+/// 8 s: a home that cannot be reached directly is asked through the hub after 3 s.
+const LOOKUP_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
 /// Longest token lifetime a caller may ask for: 12 h, one working day of a duty lawyer.
 const MAX_TTL_SECONDS: u64 = 12 * 3600;
 /// Default token lifetime: 1 h, enough to queue for and hold a call.
@@ -32,7 +35,8 @@ const DEFAULT_TTL_SECONDS: u64 = 3600;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// Room id, from the site config's `[[rooms]]`.
+    /// Room id: one of this site's `[[rooms]]`, or `site/room` for a room of any site of the
+    /// roster (calls across sites go through the media relay).
     room: String,
     /// Opaque id of the caller (account or device), shown to the room. Never a person's name.
     sub: String,
@@ -48,6 +52,8 @@ pub struct TokenRequest {
 pub struct TokenResponse {
     /// Send as `{"type":"join","token":...}` on `/ws`.
     token: String,
+    /// The room's global id, `site/room`.
+    room: String,
     /// Expiry, seconds since the Unix epoch.
     expires: u64,
 }
@@ -65,15 +71,34 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
     request_body = TokenRequest,
     responses(
         (status = 200, description = "A join token", body = TokenResponse),
-        (status = 400, description = "Unknown room, empty sub, or ttl out of range")))]
+        (status = 400, description = "Unknown room, empty sub, or ttl out of range"),
+        (status = 503, description = "The room's home site cannot be reached now")))]
 async fn issue_token(State(node): State<Arc<Node>>, Json(req): Json<TokenRequest>) -> Response {
     let bad =
         |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
-    if !node.config.rooms.iter().any(|r| r.id == req.room) {
-        return bad(format!(
-            "no room `{}` on this node; see the site config's [[rooms]]",
-            req.room
-        ));
+    // Room ids are global: `site/room`; a bare id is a room of this site.
+    let (home, local) = match req.room.split_once('/') {
+        Some((home, local)) => (home.to_owned(), local.to_owned()),
+        None => (node.config.site.clone(), req.room.clone()),
+    };
+    let room = format!("{home}/{local}");
+    if home == node.config.site {
+        if !node.config.rooms.iter().any(|r| r.id == local) {
+            return bad(format!(
+                "no room `{local}` on this node; see the site config's [[rooms]]"
+            ));
+        }
+    } else if node.roster.site(&home).is_none() {
+        return bad(format!("no site `{home}` in the roster; use `site/room`"));
+    } else {
+        match node.media.resolve_room(&room, LOOKUP_WITHIN).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return bad(format!("site `{home}` has no room `{local}`")),
+            Err(e) => {
+                let body = Json(json!({ "error": e.to_string() }));
+                return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+            }
+        }
     }
     if req.sub.is_empty() || req.sub.len() > 128 {
         return bad("`sub` must be 1 to 128 characters".into());
@@ -84,12 +109,17 @@ async fn issue_token(State(node): State<Arc<Node>>, Json(req): Json<TokenRequest
     }
     let expires = unix_now() + ttl;
     let token = node.media.issue_token(&Claims {
-        room: req.room,
+        room: room.clone(),
         sub: req.sub,
         role: req.role,
         exp: expires,
     });
-    Json(TokenResponse { token, expires }).into_response()
+    Json(TokenResponse {
+        token,
+        room,
+        expires,
+    })
+    .into_response()
 }
 
 /// The signaling WebSocket of one browser.
@@ -151,14 +181,18 @@ async fn serve_socket(node: Arc<Node>, mut socket: WebSocket) {
     }
 }
 
-/// Start the media engine on the site's `[listen] rtc` port with the site's rooms, and register
-/// its metrics. Called once at start-up, inside the node's runtime.
+/// Start the media engine on the site's `[listen] rtc` port with the site's rooms, and the
+/// relay between sites on `[listen] media` with the roster's keys and addresses; register the
+/// metrics. Called once at start-up, inside the node's runtime.
 pub async fn start(
     config: &crate::config::SiteConfig,
+    roster: &huiyan_mesh::roster::Roster,
+    key: &huiyan_mesh::identity::Keypair,
     metrics: &crate::metrics::Metrics,
 ) -> Result<huiyan_media::driver::MediaHandle, crate::error::Error> {
     use huiyan_media::driver::{MediaOptions, start};
     use huiyan_media::metrics::MediaMetrics;
+    use huiyan_media::relay::net::{RelayOptions, RelayPeer};
     use huiyan_media::room::{RoomKind, RoomPolicy};
 
     let mut options = MediaOptions::new(config.listen.rtc);
@@ -168,10 +202,36 @@ pub async fn start(
         let Ok(kind) = serde_json::from_value::<RoomKind>(json!(room.kind)) else {
             continue;
         };
+        let id = format!("{}/{}", config.site, room.id);
         options
             .rooms
-            .push(RoomPolicy::new(room.id.clone(), kind, config.site.clone()));
+            .push(RoomPolicy::new(id, kind, config.site.clone()));
     }
+    let hub = roster
+        .sites
+        .iter()
+        .find(|s| s.role == huiyan_mesh::roster::Role::Hub)
+        .map(|s| s.id.clone());
+    let peers = roster
+        .sites
+        .iter()
+        .filter(|s| s.id != config.site)
+        .filter_map(|s| {
+            Some(RelayPeer {
+                site: s.id.clone(),
+                peer_id: s.peer_id?,
+                addr: s.media.to_string(),
+            })
+        })
+        .collect();
+    options.relay = Some(RelayOptions {
+        listen: config.listen.media,
+        key: key.clone(),
+        site: config.site.clone(),
+        hub,
+        uplink_kbps: config.uplink_kbps,
+        peers,
+    });
     let media_metrics = MediaMetrics::new();
     media_metrics.register(
         &mut metrics
@@ -179,13 +239,19 @@ pub async fn start(
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()),
     );
-    let (handle, _task) =
-        start(options, media_metrics)
-            .await
-            .map_err(|e| crate::error::Error::Bind {
-                what: "rtc",
-                addr: config.listen.rtc,
-                reason: e.to_string(),
-            })?;
+    let (handle, _task) = start(options, media_metrics).await.map_err(|e| {
+        let (what, addr) = match &e {
+            huiyan_media::Error::Io { addr, .. } if *addr == config.listen.media => {
+                ("media", *addr)
+            }
+            huiyan_media::Error::Relay { .. } => ("media", config.listen.media),
+            _ => ("rtc", config.listen.rtc),
+        };
+        crate::error::Error::Bind {
+            what,
+            addr,
+            reason: e.to_string(),
+        }
+    })?;
     Ok(handle)
 }

@@ -9,6 +9,7 @@ pub mod mediation;
 pub mod problem;
 pub mod recording;
 mod records;
+mod relay;
 mod site;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub fn router() -> OpenApiRouter<Arc<Node>> {
         .merge(accounts::routes())
         .merge(records::routes())
         .merge(media::routes())
+        .merge(relay::routes())
         .merge(mediation::routes())
         .merge(recording::routes())
 }

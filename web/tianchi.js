@@ -407,8 +407,8 @@ $('ask-callback').addEventListener('click', () => {
   placeCall({ callback: true });
 });
 $('accept-invite').addEventListener('click', () => {
-  // TODO(#6): the recording consent (invite-consent-recording) is not sent to the node yet; a
-  // recorded session records the respondent too (node/src/api/recording.rs).
+  // TODO(#6): ask the invited party's consent to recording and send it to the node; until then
+  // a session with an invited party is not recorded (node/src/api/recording.rs).
   if (!$('invite-consent-online').checked) {
     showError('consent_required');
     return;

@@ -226,6 +226,29 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
     );
     assert_eq!(view["status"], "taken", "{view}");
     assert!(view["session"]["media_token"].as_str().is_some(), "{view}");
+
+    // The mediator records while only the caller (who consented) is in the session.
+    let patch = |body: Value| {
+        send(
+            reqwest::Method::PATCH,
+            scenic,
+            &format!("/api/v1/mediation/cases/{case_id}"),
+            Some(&li),
+            Some(body),
+        )
+    };
+    let recording_seen = || {
+        get(
+            scenic,
+            &format!("/api/v1/mediation/calls/{call}"),
+            Some(caller),
+        )
+        .1["session"]["recording"]
+            .clone()
+    };
+    assert_eq!(patch(json!({ "recording": true })).0, 200);
+    assert_eq!(recording_seen(), true, "everyone sees the recording");
+
     let (status, invitation) = post(
         scenic,
         &format!("/api/v1/mediation/cases/{case_id}/invite"),
@@ -246,16 +269,21 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
         "{rview}"
     );
 
-    // The mediator moves the respondent to the side room and back; records, notes the case.
-    let patch = |body: Value| {
-        send(
-            reqwest::Method::PATCH,
-            scenic,
-            &format!("/api/v1/mediation/cases/{case_id}"),
-            Some(&li),
-            Some(body),
-        )
-    };
+    // The invited party's consent to recording is not asked yet: the invitation stopped the
+    // recording, and it cannot be switched on again.
+    assert_eq!(
+        recording_seen(),
+        false,
+        "the invitation stops the recording"
+    );
+    let (status, refused) = patch(json!({ "recording": true }));
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("no_recording_consent")),
+        "{refused}"
+    );
+
+    // The mediator moves the respondent to the side room and back; notes the case.
     let (status, _) = patch(json!({ "place": { "role": "respondent", "place": "side" } }));
     assert_eq!(status, 200);
     let (_, rview) = get(
@@ -281,21 +309,11 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
     );
     patch(json!({ "place": { "role": "respondent", "place": "main" } }));
     let (status, _) = patch(json!({
-        "recording": true,
         "category": "transport",
         "parties": [{ "role": "respondent", "name": "王师傅", "phone": null }],
         "step": "双方陈述",
     }));
     assert_eq!(status, 200);
-    let (_, view) = get(
-        scenic,
-        &format!("/api/v1/mediation/calls/{call}"),
-        Some(caller),
-    );
-    assert_eq!(
-        view["session"]["recording"], true,
-        "everyone sees the recording"
-    );
 
     // The agreement: drafted, confirmed by both with name and signature.
     let (status, _) = post(

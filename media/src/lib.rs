@@ -34,7 +34,8 @@
 //!   page) and writes no Cues: browsers seek in the files by reading ahead. A file whose
 //!   publisher changes resolution mid-stream keeps the first keyframe's size in its header.
 //!   Audio and video are aligned by their arrival times, not by RTCP sender reports: lip sync
-//!   is as good as the network's jitter (tens of milliseconds).
+//!   is as good as the network's jitter (tens of milliseconds). Only publishers on this node
+//!   are tapped: a member that reaches the room through the relay is not recorded. TODO(#6)
 //! - The relay's tree is rooted at each room's home site: members at two other sites reach
 //!   each other through the home, and a room whose home nobody can reach is unreachable.
 //!   TODO(#5)

@@ -1352,23 +1352,23 @@ async fn invite(
         .sessions
         .create(&format!("caller:{call}:respondent"))
         .map_err(|e| Problem::internal("cannot store the invitation", e))?;
-    let recording = case.recording;
-    if case.party(PartyRole::Respondent).is_none() || recording {
-        if case.party(PartyRole::Respondent).is_none() {
-            case.parties.push(Party {
-                role: PartyRole::Respondent,
-                name: String::new(),
-                phone: None,
-                place: Place::Main,
-            });
-        }
-        // The invited party has not consented to recording (see `update_case`): a running
-        // recording stops before they can join.
-        case.recording = false;
+    let new_party = case.party(PartyRole::Respondent).is_none();
+    if new_party {
+        case.parties.push(Party {
+            role: PartyRole::Respondent,
+            name: String::new(),
+            phone: None,
+            place: Place::Main,
+        });
+    }
+    // The invited party has not consented to recording (see `update_case`): a running
+    // recording stops before they can join.
+    let was_recording = std::mem::replace(&mut case.recording, false);
+    if new_party || was_recording {
         write(&node, &case.scope, mediation::KIND_CASE, &case).await?;
-        if recording {
-            crate::api::recording::switch(&node, &case, false).await?;
-        }
+    }
+    if was_recording {
+        crate::api::recording::switch(&node, &case, false).await?;
     }
     let link = format!("/tianchi.html?call={call}#invite={token}");
     Ok((StatusCode::CREATED, Json(Invitation { link })).into_response())

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p::identity::{Keypair, PeerId};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -567,6 +567,21 @@ impl Mesh {
 
     /// Whether a connection to the node of `site` is open now. Cheap: no store access.
     pub fn is_connected(&self, site: &str) -> bool {
+        self.peer_is(site, |p| p.connected)
+    }
+
+    /// Whether `site` is connected and its last head announcement arrived within `within`:
+    /// a cut link shows here after about `within`, while the connection itself stays up until
+    /// the idle timeout (90 s by default) so that a short outage resumes where it stopped.
+    /// This node counts as heard.
+    pub fn is_heard_within(&self, site: &str, within: Duration) -> bool {
+        let since = wall_ms().saturating_sub(within.as_millis() as u64);
+        self.peer_is(site, |p| p.connected && p.heard_ms.is_some_and(|t| t >= since))
+    }
+
+    /// `test` on the sync status of `site`'s peer; true for this node, false for a site
+    /// without a peer id or never seen.
+    fn peer_is(&self, site: &str, test: impl Fn(&crate::sync::PeerStatus) -> bool) -> bool {
         let Some(peer) = self.shared.roster.site(site).and_then(|s| s.peer_id) else {
             return false;
         };
@@ -576,7 +591,7 @@ impl Mesh {
         self.shared
             .peers
             .read()
-            .is_ok_and(|peers| peers.iter().any(|p| p.peer == peer && p.connected))
+            .is_ok_and(|peers| peers.iter().any(|p| p.peer == peer && test(p)))
     }
 
     /// Sync status: version vector, digest, peers with lag and last error, refusals.

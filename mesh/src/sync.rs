@@ -61,6 +61,8 @@ struct PeerSync {
     in_flight: usize,
     /// When we first saw it holding something we lack (ms), cleared when caught up.
     behind_since_ms: Option<u64>,
+    /// When its last head announcement arrived (ms).
+    heard_ms: Option<u64>,
     last_error: Option<String>,
     /// origin -> skip this peer as a source of that origin until (ms).
     penalties: BTreeMap<PeerId, u64>,
@@ -83,6 +85,10 @@ pub struct PeerStatus {
     pub lag_entries: u64,
     /// Seconds since we first saw it ahead of us (0 when caught up).
     pub lag_seconds: f64,
+    /// When its last head announcement arrived (wall clock, ms). Announcements come at least
+    /// every `Timing::heads_interval`, so a silence much longer than that means the peer is cut
+    /// off even while its connection waits out the idle timeout.
+    pub heard_ms: Option<u64>,
     /// Last sync error with this peer.
     pub last_error: Option<String>,
     /// Its holdings as last announced.
@@ -141,6 +147,7 @@ impl Planner {
     /// A peer announced (or answered) its holdings.
     pub fn on_heads(&mut self, peer: PeerId, vv: VersionVector, now_ms: u64) {
         let p = self.peers.entry(peer).or_default();
+        p.heard_ms = Some(now_ms);
         for (o, s) in vv.iter() {
             p.remote.raise(*o, s);
         }
@@ -372,6 +379,7 @@ impl Planner {
                 lag_seconds: p
                     .behind_since_ms
                     .map_or(0.0, |t| now_ms.saturating_sub(t) as f64 / 1e3),
+                heard_ms: p.heard_ms,
                 last_error: p.last_error.clone(),
                 remote: p.remote.clone(),
             })
@@ -514,6 +522,10 @@ mod tests {
         assert!(p.next_requests(0).is_empty());
         assert_eq!(p.status(5_000)[0].lag_entries, 30);
         assert_eq!(p.status(5_000)[0].lag_seconds, 5.0);
+        // The last announcement's time is kept: a peer silent since is visible as such.
+        assert_eq!(p.status(5_000)[0].heard_ms, Some(0));
+        p.on_heads(hub, [(origin, 40)].into_iter().collect(), 4_000);
+        assert_eq!(p.status(5_000)[0].heard_ms, Some(4_000));
     }
 
     #[test]

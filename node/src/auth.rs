@@ -305,6 +305,11 @@ role_extractor!(
     Mediator,
     Role::Mediator
 );
+role_extractor!(
+    /// A signed-in duty lawyer.
+    DutyLawyer,
+    Role::DutyLawyer
+);
 
 /// A signed-in admin of this node's site (or of a unit above it).
 #[derive(Debug, Clone, Copy)]

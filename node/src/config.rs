@@ -62,6 +62,36 @@ pub struct SiteConfig {
     pub tls: Option<Tls>,
     pub terminals: Vec<Terminal>,
     pub rooms: Vec<Room>,
+    /// The hotline's duty schedule and after-call time. Only the hotline's home (the bureau)
+    /// reads it; it publishes the schedule to every node.
+    pub hotline: HotlineConfig,
+}
+
+/// `[hotline]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HotlineConfig {
+    /// Seconds of after-call work before a lawyer is available again by themselves.
+    pub after_call_seconds: u32,
+    /// `[[hotline.shift]]`: none means the hotline is always open.
+    pub shifts: Vec<crate::hotline::Shift>,
+}
+
+impl Default for HotlineConfig {
+    fn default() -> Self {
+        Self {
+            after_call_seconds: crate::hotline::schedule::DEFAULT_AFTER_CALL_SECONDS,
+            shifts: Vec::new(),
+        }
+    }
+}
+
+impl HotlineConfig {
+    pub fn schedule(&self) -> crate::hotline::Schedule {
+        crate::hotline::Schedule {
+            shifts: self.shifts.clone(),
+            after_call_seconds: self.after_call_seconds,
+        }
+    }
 }
 
 /// Addresses the node binds.
@@ -212,6 +242,7 @@ fn read(c: &mut Checker, doc: &toml_edit::ImDocument<String>, path: &Path) -> Op
             name_ko: f.optional(c, "name_ko"),
         })
     });
+    let hotline = read_hotline(c, &mut root);
     root.finish(c);
 
     let config = SiteConfig {
@@ -225,6 +256,7 @@ fn read(c: &mut Checker, doc: &toml_edit::ImDocument<String>, path: &Path) -> Op
         tls,
         terminals,
         rooms,
+        hotline,
     };
     check(c, &config);
     Some(config)
@@ -264,6 +296,45 @@ fn read_listen(c: &mut Checker, root: &mut Fields<'_>) -> Listen {
         rtc,
         rtc_advertise,
     }
+}
+
+fn read_hotline(c: &mut Checker, root: &mut Fields<'_>) -> HotlineConfig {
+    let mut out = HotlineConfig::default();
+    let Some(mut f) = root.table(c, "hotline") else {
+        return out;
+    };
+    if let Some(s) = f.optional::<u32>(c, "after_call_seconds") {
+        if (5..=3600).contains(&s) {
+            out.after_call_seconds = s;
+        } else {
+            let msg = format!("{s} s of after-call work is out of range");
+            c.error("hotline.after_call_seconds", &msg, "give 5 to 3600 seconds");
+        }
+    }
+    for (i, mut sf) in f.tables(c, "shift").into_iter().enumerate() {
+        let days: Option<Vec<String>> =
+            sf.required(c, "days", "list the days, like [\"mon\", \"tue\"]");
+        let start: Option<String> = sf.required(c, "start", "give the start, like \"08:30\"");
+        let end: Option<String> = sf.required(c, "end", "give the end, like \"17:30\"");
+        let lawyers: Vec<String> = sf.optional(c, "lawyers").unwrap_or_default();
+        sf.finish(c);
+        let (Some(days), Some(start), Some(end)) = (days, start, end) else {
+            continue;
+        };
+        let shift = crate::hotline::Shift {
+            days,
+            start,
+            end,
+            lawyers,
+        };
+        for problem in shift.problems() {
+            let hint = "days are mon..sun, times HH:MM in China time";
+            c.error(&format!("hotline.shift[{i}]"), &problem, hint);
+        }
+        out.shifts.push(shift);
+    }
+    f.finish(c);
+    out
 }
 
 fn read_list<'t, T>(

@@ -39,7 +39,7 @@ const SITE_CONFIGS: [(&str, &str); 8] = [
 /// The demo's staff accounts, one per role (and a mediator for the bureau's mediation centre):
 /// username, display name, grant. Each is written into the log of the site it works at and
 /// reaches the others by sync.
-const DEMO_ACCOUNTS: [(&str, &str, &str); 7] = [
+const DEMO_ACCOUNTS: [(&str, &str, &str); 8] = [
     ("admin", "演示管理员 Demo admin", "admin@hub"),
     (
         "mediator",
@@ -52,6 +52,11 @@ const DEMO_ACCOUNTS: [(&str, &str, &str); 7] = [
         "mediator@bureau",
     ),
     ("lawyer", "值班律师 Duty lawyer", "duty_lawyer@bureau"),
+    (
+        "lawyer-office",
+        "池北司法所值班律师 Chibei duty lawyer",
+        "duty_lawyer@office-1",
+    ),
     (
         "officer",
         "矫正工作人员 Correction officer",

@@ -19,6 +19,7 @@ mod auth;
 mod config;
 mod demo;
 mod error;
+mod hotline;
 mod http;
 mod logging;
 mod mediation;

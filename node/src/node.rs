@@ -42,6 +42,9 @@ pub struct Node {
     pub desk: crate::api::mediation::Desk,
     /// The cases whose sessions this node records now.
     pub recordings: crate::api::recording::Recordings,
+    /// When this node last heard from its hotline callers and lawyers' consoles.
+    pub hotline_live: crate::hotline::dispatch::Liveness,
+    pub hotline_metrics: crate::hotline::HotlineMetrics,
 }
 
 /// Named readiness checks. The node is ready when every check passes.

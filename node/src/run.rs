@@ -68,6 +68,10 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
     ))?;
     let org = crate::accounts::OrgTree::from_roster(&roster);
     let sessions = crate::auth::Sessions::new(store.clone());
+    let hotline_metrics = crate::hotline::HotlineMetrics::default();
+    if let Ok(mut registry) = metrics.registry.lock() {
+        hotline_metrics.register(&mut registry);
+    }
     let node = Arc::new(Node {
         config,
         roster,
@@ -85,6 +89,8 @@ pub fn run(config_path: &Path) -> Result<(), Error> {
         signin_limit: crate::auth::SignInLimiter::default(),
         desk: crate::api::mediation::Desk::default(),
         recordings: crate::api::recording::Recordings::default(),
+        hotline_live: crate::hotline::dispatch::Liveness::default(),
+        hotline_metrics,
     });
 
     let span = tracing::info_span!("node", site = %node.config.site);
@@ -170,6 +176,7 @@ async fn serve(node: Arc<Node>, web: TcpListener, key: identity::Keypair) -> Res
         );
     }
     tokio::spawn(watch_presence(node.clone()));
+    tokio::spawn(crate::hotline::dispatch::run(node.clone()));
 
     let handle = Handle::new();
     let app = http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -14,6 +14,7 @@ use huiyan_mesh::replica::Mesh;
 
 use crate::accounts::Accounts;
 use crate::audit::Trail;
+use crate::hotline::Hotline;
 use crate::mediation::Mediation;
 use crate::node::Node;
 use crate::rooms::Directory;
@@ -28,6 +29,7 @@ pub struct Views {
     audit: RwLock<Trail>,
     rooms: RwLock<Directory>,
     mediation: RwLock<Mediation>,
+    hotline: RwLock<Hotline>,
     /// Per origin, the last seq applied. One reader at a time.
     cursors: Mutex<BTreeMap<PeerId, u64>>,
 }
@@ -49,6 +51,10 @@ impl Views {
         self.mediation.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    pub fn hotline(&self) -> RwLockReadGuard<'_, Hotline> {
+        self.hotline.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies every durable record not applied yet; returns how many were read. Blocking (it
     /// reads the store).
     pub fn catch_up(&self, mesh: &Mesh) -> Result<usize, huiyan_mesh::Error> {
@@ -66,11 +72,13 @@ impl Views {
                     let mut audit = self.audit.write().unwrap_or_else(|p| p.into_inner());
                     let mut rooms = self.rooms.write().unwrap_or_else(|p| p.into_inner());
                     let mut mediation = self.mediation.write().unwrap_or_else(|p| p.into_inner());
+                    let mut hotline = self.hotline.write().unwrap_or_else(|p| p.into_inner());
                     for r in &records {
                         accounts.apply(r);
                         audit.apply(r);
                         rooms.apply(r);
                         mediation.apply(r);
+                        hotline.apply(r);
                     }
                 }
                 read += records.len();

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use huiyan_mesh::identity::generate_key_file;
 
+pub mod api;
 pub mod browser;
 pub mod links;
 pub mod netns;
@@ -200,11 +201,12 @@ impl TestMesh {
             let scopes = match *role {
                 "hub" | "bureau" => r#"["*"]"#.to_owned(),
                 "office" => format!(
-                    r#"["public", "accounts", "mediation", "mediation/{id}", "correction/{id}",
-                        "audit/{id}"]"#
+                    r#"["public", "accounts", "mediation", "hotline", "mediation/{id}",
+                        "correction/{id}", "audit/{id}"]"#
                 ),
                 _ => format!(
-                    r#"["public", "accounts", "mediation", "mediation/{id}", "audit/{id}"]"#
+                    r#"["public", "accounts", "mediation", "hotline", "mediation/{id}",
+                        "audit/{id}"]"#
                 ),
             };
             roster.push_str(&format!(

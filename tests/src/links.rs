@@ -138,8 +138,9 @@ pub fn sync_status(web: SocketAddr) -> anyhow::Result<Value> {
 }
 
 /// Every application record the node holds of `origin` (site id), paging through the API: the
-/// accounts and audit records the harness itself causes (the test admin, its sign-ins) and the
-/// room list each node announces at start left out.
+/// accounts and audit records the harness itself causes (the test admin, its sign-ins), the
+/// room list each node announces at start and the hotline schedule the bureau publishes at
+/// start left out.
 pub fn records(web: SocketAddr, origin: &str) -> anyhow::Result<Vec<Value>> {
     records_as(web, &crate::admin_token(web)?, origin)
 }
@@ -155,8 +156,9 @@ pub fn records_as(web: SocketAddr, token: &str, origin: &str) -> anyhow::Result<
         out.extend(recs.into_iter().filter(|r| {
             let scope = r["scope"].as_str().unwrap_or_default();
             let kind = r["kind"].as_str().unwrap_or_default();
-            let rooms = scope == "public" && kind == "site.rooms";
-            scope != "accounts" && !scope.starts_with("audit/") && !rooms
+            let at_start = (scope == "public" && kind == "site.rooms")
+                || (scope == "hotline" && kind == "hotline.schedule");
+            scope != "accounts" && !scope.starts_with("audit/") && !at_start
         }));
         match page["next_after"].as_u64() {
             Some(n) => after = n,

@@ -27,6 +27,10 @@ enum Access {
     Admin,
     /// Mediators only (on the unit of the room or case, checked after the role).
     Mediator,
+    /// Duty lawyers only.
+    DutyLawyer,
+    /// Who watches the hotline's figures: duty lawyers, admins and viewers.
+    HotlineFigures,
     /// Only the holder of a public call token (never a staff session).
     Caller,
 }
@@ -104,6 +108,49 @@ const MATRIX: &[(&str, &str, Access)] = &[
         "/api/v1/mediation/cases/{case}/recordings/{sha256}",
         Access::Mediator,
     ),
+    ("get", "/api/v1/hotline", Access::Open),
+    ("post", "/api/v1/hotline/calls", Access::Open),
+    ("get", "/api/v1/hotline/calls/{call}", Access::Caller),
+    ("delete", "/api/v1/hotline/calls/{call}", Access::Caller),
+    (
+        "post",
+        "/api/v1/hotline/calls/{call}/callback",
+        Access::Caller,
+    ),
+    (
+        "post",
+        "/api/v1/hotline/calls/{call}/rating",
+        Access::Caller,
+    ),
+    ("post", "/api/v1/hotline/questions", Access::Open),
+    (
+        "get",
+        "/api/v1/hotline/questions/{question}",
+        Access::Caller,
+    ),
+    ("get", "/api/v1/hotline/desk", Access::DutyLawyer),
+    ("post", "/api/v1/hotline/state", Access::DutyLawyer),
+    (
+        "post",
+        "/api/v1/hotline/offers/{offer}/accept",
+        Access::DutyLawyer,
+    ),
+    (
+        "post",
+        "/api/v1/hotline/calls/{call}/end",
+        Access::DutyLawyer,
+    ),
+    (
+        "post",
+        "/api/v1/hotline/calls/{call}/note",
+        Access::DutyLawyer,
+    ),
+    (
+        "post",
+        "/api/v1/hotline/questions/{question}/answer",
+        Access::DutyLawyer,
+    ),
+    ("get", "/api/v1/hotline/stats", Access::HotlineFigures),
 ];
 
 const ROLES: [&str; 6] = [
@@ -125,7 +172,15 @@ fn with_token(req: RequestBuilder, token: Option<&str>) -> RequestBuilder {
 
 fn call(web: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Value) -> u16 {
     let mut url = format!("http://{web}{path}");
-    for param in ["{username}", "{id}", "{call}", "{case}", "{sha256}"] {
+    for param in [
+        "{username}",
+        "{id}",
+        "{call}",
+        "{case}",
+        "{sha256}",
+        "{offer}",
+        "{question}",
+    ] {
         url = url.replace(param, "nobody");
     }
     let http = client();
@@ -220,6 +275,8 @@ fn accounts_roles_and_audit_across_the_mesh() {
                 Access::Open | Access::Staff => true,
                 Access::Admin => *role == "admin",
                 Access::Mediator => *role == "mediator",
+                Access::DutyLawyer => *role == "duty_lawyer",
+                Access::HotlineFigures => matches!(*role, "duty_lawyer" | "admin" | "viewer"),
                 Access::Caller => false,
             };
             assert_eq!(

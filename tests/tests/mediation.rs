@@ -12,44 +12,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use huiyan_mesh::netem::LinkParams;
+use huiyan_tests::api::{get, post, send};
 use huiyan_tests::links::{LinkedMesh, eventually};
 use huiyan_tests::{add_user, admin_token, client, pdf_text, sign_in};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "mediator-password";
-
-fn send(
-    method: reqwest::Method,
-    web: SocketAddr,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = client().request(method, format!("http://{web}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    // No answer within the client's timeout is status 0, so that a poll tries again (a loaded
-    // machine can stall a node's disk flush for seconds) and an assertion shows the error.
-    match req.send() {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().unwrap_or(Value::Null))
-        }
-        Err(e) => (0, serde_json::json!({ "no_answer": e.to_string() })),
-    }
-}
-
-fn get(web: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
-    send(reqwest::Method::GET, web, path, token, None)
-}
-
-fn post(web: SocketAddr, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    send(reqwest::Method::POST, web, path, token, Some(body))
-}
 
 fn call_body(room: &str) -> Value {
     json!({

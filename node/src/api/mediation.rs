@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 
 use crate::accounts::Role;
 use crate::agreement::{self, Agreement, AgreementText};
+use crate::api::new_id;
 use crate::api::problem::{Body, Problem};
 use crate::audit::{self, Event};
 use crate::auth::{ClientAddr, Mediator, Staff, token_of};
@@ -101,7 +102,8 @@ impl Desk {
         present.keys().cloned().collect()
     }
 
-    fn may_place_call(&self, ip: std::net::IpAddr) -> bool {
+    /// Counts a call (or question) from `ip`; false past the hourly limit.
+    pub(crate) fn may_place_call(&self, ip: std::net::IpAddr) -> bool {
         let mut map = self.calls_from.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 10_000 {
             map.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(3600));
@@ -153,12 +155,6 @@ pub async fn publish_presence(node: &Node) {
 }
 
 // ----- Helpers ------------------------------------------------------------------------------
-
-fn new_id() -> String {
-    let mut raw = [0u8; 12];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
 
 fn mesh(node: &Node) -> Result<huiyan_mesh::replica::Mesh, Problem> {
     node.mesh.get().cloned().ok_or_else(Problem::starting)

@@ -4,6 +4,7 @@
 //! generated from the handlers' annotations, so it cannot drift from the code.
 
 mod accounts;
+mod hotline;
 mod media;
 pub mod mediation;
 pub mod problem;
@@ -38,4 +39,13 @@ pub fn router() -> OpenApiRouter<Arc<Node>> {
         .merge(relay::routes())
         .merge(mediation::routes())
         .merge(recording::routes())
+        .merge(hotline::routes())
+}
+
+/// A fresh random id (16 URL-safe characters) for calls, cases, offers and questions.
+pub(crate) fn new_id() -> String {
+    use base64::Engine;
+    let mut raw = [0u8; 12];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut raw);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }

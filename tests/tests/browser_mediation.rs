@@ -16,7 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use common::{browser, probe, start_chromedriver};
+use common::{
+    browser, click, click_first, decodes_in_frame, fill, shown, start_chromedriver, until,
+    wait_shown,
+};
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::{Client, Locator};
 use huiyan_mesh::netem::LinkParams;
@@ -101,80 +104,6 @@ mod webm {
     }
 }
 const ROOM: &str = "scenic-2-mediation";
-
-/// Polls `check` every 300 ms for up to `within`; fails with `what` and the page's error line.
-async fn until(
-    page: &Client,
-    within: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Result<bool>,
-) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await.unwrap_or(false) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let error = match page.find(Locator::Id("error")).await {
-                Ok(e) => e.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
-            let url = page.current_url().await.map(|u| u.to_string());
-            bail!("{what} within {within:?} (page {url:?}, error line: {error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Waits (at most 30 s) until the element with `id` is shown; fails with `what`.
-async fn wait_shown(page: &Client, id: &str, what: &str) -> Result<()> {
-    until(page, Duration::from_secs(30), what, async || {
-        shown(page, id).await
-    })
-    .await
-}
-
-/// True when the element with `id` is shown.
-async fn shown(page: &Client, id: &str) -> Result<bool> {
-    Ok(page.find(Locator::Id(id)).await?.is_displayed().await?)
-}
-
-/// Types `text` into the field with `id`.
-async fn fill(page: &Client, id: &str, text: &str) -> Result<()> {
-    let field = page.find(Locator::Id(id)).await?;
-    field.clear().await?;
-    field.send_keys(text).await?;
-    Ok(())
-}
-
-async fn click_first(page: &Client, css: &str) -> Result<()> {
-    page.find(Locator::Css(css)).await?.click().await?;
-    Ok(())
-}
-
-async fn click(page: &Client, id: &str) -> Result<()> {
-    page.find(Locator::Id(id)).await?.click().await?;
-    Ok(())
-}
-
-/// Waits until the call page in the frame `call` decodes video from the other side.
-async fn decodes_in_frame(page: &Client, who: &str) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        page.find(Locator::Id("call")).await?.enter_frame().await?;
-        let received = probe(page).await;
-        page.enter_parent_frame().await?;
-        if let Ok(Some(r)) = &received
-            && r.frames > 0
-        {
-            return Ok(r.frames);
-        }
-        if Instant::now() > deadline {
-            bail!("the {who} decoded no video within 60 s: {received:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 /// Signs the agreement on a party's page: the name, a stroke on the pad with the mouse, confirm.
 async fn sign(page: &Client, name: &str) -> Result<()> {

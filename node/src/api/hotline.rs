@@ -33,6 +33,8 @@ use crate::node::Node;
 
 /// Lifetime of a hotline call's media token.
 const MEDIA_TOKEN_SECONDS: u64 = 4 * 3600;
+/// How long a console poll waits for the caller's site to describe the call's media room.
+const ROOM_LOOKUP: std::time::Duration = std::time::Duration::from_secs(3);
 /// Figures cover the last 24 hours unless asked otherwise.
 const STATS_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
@@ -376,6 +378,8 @@ pub struct CallView {
     offered: bool,
     position: Option<usize>,
     expected_wait_s: u64,
+    /// The caller asked to be called back by phone: the lawyer answers by phone, not video.
+    callback: bool,
     /// The site of the lawyer who answered.
     lawyer_site: Option<String>,
     /// Join the call's media room with this token (on this node's `/ws`), once connected.
@@ -418,6 +422,7 @@ async fn call_status(
         offered: view.open_offer(&call, wall_ms()).is_some(),
         position,
         expected_wait_s: position.map_or(0, |p| view.expected_wait(p)),
+        callback: call.callback_phone.is_some(),
         lawyer_site: call.answer.as_ref().map(|a| a.site.clone()),
         media_token: media.then(|| media_token(&node, &room, format!("caller-{id}"))),
         media_room: media.then_some(room),
@@ -672,6 +677,8 @@ pub struct CurrentCall {
     callback: bool,
     /// The number to call back, for a callback request.
     phone: Option<String>,
+    /// The call's media room and a token to join it on this node's `/ws`; none for a callback,
+    /// nor until this node has the room's description from the caller's site (ask again).
     media_room: Option<String>,
     media_token: Option<String>,
     started_ms: u64,
@@ -732,23 +739,45 @@ pub struct DeskView {
     topics: Vec<Topic>,
 }
 
-fn current_call(node: &Node, call: &Call, username: &str) -> CurrentCall {
+/// Whether this node can admit the lawyer to the media room of `me`'s current call: a room
+/// of another site (the caller's) is looked up over the relay first, once; until the answer
+/// comes the console gets no media token and asks again at its next poll.
+async fn media_ready(node: &Node, me: &str) -> bool {
+    let room = node
+        .views
+        .hotline()
+        .current_call(me)
+        .map(|c| media_room(&c.record));
+    let Some(room) = room else {
+        return false;
+    };
+    if room.split_once('/').map(|(home, _)| home) == Some(node.config.site.as_str()) {
+        return true;
+    }
+    matches!(
+        node.media.resolve_room(&room, ROOM_LOOKUP).await,
+        Ok(Some(_))
+    )
+}
+
+/// The call `username` is in; its media token only when `media_ready`.
+fn current_call(node: &Node, call: &Call, username: &str, media_ready: bool) -> CurrentCall {
     let callback = call.callback_phone.is_some();
-    let room = media_room(&call.record);
+    let room = (!callback && media_ready).then(|| media_room(&call.record));
     CurrentCall {
         call: call.record.call.clone(),
         topic: call.record.topic.clone(),
         lang: call.record.lang,
         callback,
         phone: call.callback_phone.clone(),
-        media_token: (!callback).then(|| {
+        media_token: room.as_ref().map(|room| {
             media_token(
                 node,
-                &room,
+                room,
                 format!("lawyer-{username}-{}", call.record.call),
             )
         }),
-        media_room: (!callback).then_some(room),
+        media_room: room,
         started_ms: call.answer.as_ref().map_or(0, |a| a.at_ms),
     }
 }
@@ -768,6 +797,7 @@ async fn desk(State(node): State<Arc<Node>>, DutyLawyer(staff): DutyLawyer) -> J
     let schedule = schedule(&node);
     let open = closed_reason(&node, now).is_none();
     let reachable = |site: &str| hotline::dispatch::reachable(&node, site);
+    let media_ready = media_ready(&node, &me).await;
     let view = node.views.hotline();
     let lawyer = view.lawyer(&me);
     let my_state = lawyer.map_or(LawyerState::Offline, |l| view.state_of(l));
@@ -847,7 +877,9 @@ async fn desk(State(node): State<Arc<Node>>, DutyLawyer(staff): DutyLawyer) -> J
                 expires_ms: o.record.expires_ms,
             })
         }),
-        current: view.current_call(&me).map(|c| current_call(&node, c, &me)),
+        current: view
+            .current_call(&me)
+            .map(|c| current_call(&node, c, &me, media_ready)),
         to_note,
         queue,
         lawyers,
@@ -966,12 +998,13 @@ async fn accept(
     };
     write(&node, hotline::SCOPE, hotline::KIND_ACCEPT, &record).await?;
     audit_event(&node, &me, "hotline.answer", &record.call, from).await;
+    let media_ready = media_ready(&node, &me).await;
     let view = node.views.hotline();
     let call = view
         .call(&record.call)
         .filter(|c| c.answer.as_ref().is_some_and(|a| a.lawyer == me))
         .ok_or_else(gone)?;
-    Ok(Json(current_call(&node, call, &me)))
+    Ok(Json(current_call(&node, call, &me, media_ready)))
 }
 
 /// Ends the call (or the callback); the lawyer goes to after-call work.

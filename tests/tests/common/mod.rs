@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use fantoccini::{Client, Locator};
 
 /// scenic-1 is site 5 of the roster; the demo gives it `base + 50` (web), `+53` (WebRTC).
 pub const SCENIC_1: u16 = 5;
@@ -436,5 +437,81 @@ impl CallNode {
             .lines()
             .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
             .unwrap_or(0.0))
+    }
+}
+
+// ----- Pages: waiting for, reading and filling in elements -----------------------------------
+
+/// Polls `check` every 300 ms for up to `within`; fails with `what` and the page's error line.
+pub async fn until(
+    page: &Client,
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let error = match page.find(Locator::Id("error")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let url = page.current_url().await.map(|u| u.to_string());
+            bail!("{what} within {within:?} (page {url:?}, error line: {error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits (at most 30 s) until the element with `id` is shown; fails with `what`.
+pub async fn wait_shown(page: &Client, id: &str, what: &str) -> Result<()> {
+    until(page, Duration::from_secs(30), what, async || {
+        shown(page, id).await
+    })
+    .await
+}
+
+/// True when the element with `id` is shown.
+pub async fn shown(page: &Client, id: &str) -> Result<bool> {
+    Ok(page.find(Locator::Id(id)).await?.is_displayed().await?)
+}
+
+/// Types `text` into the field with `id`.
+pub async fn fill(page: &Client, id: &str, text: &str) -> Result<()> {
+    let field = page.find(Locator::Id(id)).await?;
+    field.clear().await?;
+    field.send_keys(text).await?;
+    Ok(())
+}
+
+pub async fn click_first(page: &Client, css: &str) -> Result<()> {
+    page.find(Locator::Css(css)).await?.click().await?;
+    Ok(())
+}
+
+pub async fn click(page: &Client, id: &str) -> Result<()> {
+    page.find(Locator::Id(id)).await?.click().await?;
+    Ok(())
+}
+
+/// Waits until the call page in the frame `call` decodes video from the other side.
+pub async fn decodes_in_frame(page: &Client, who: &str) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        page.find(Locator::Id("call")).await?.enter_frame().await?;
+        let received = probe(page).await;
+        page.enter_parent_frame().await?;
+        if let Ok(Some(r)) = &received
+            && r.frames > 0
+        {
+            return Ok(r.frames);
+        }
+        if Instant::now() > deadline {
+            bail!("the {who} decoded no video within 60 s: {received:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

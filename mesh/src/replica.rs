@@ -576,7 +576,9 @@ impl Mesh {
     /// This node counts as heard.
     pub fn is_heard_within(&self, site: &str, within: Duration) -> bool {
         let since = wall_ms().saturating_sub(within.as_millis() as u64);
-        self.peer_is(site, |p| p.connected && p.heard_ms.is_some_and(|t| t >= since))
+        self.peer_is(site, |p| {
+            p.connected && p.heard_ms.is_some_and(|t| t >= since)
+        })
     }
 
     /// `test` on the sync status of `site`'s peer; true for this node, false for a site

@@ -4,8 +4,9 @@
 //!
 //! # Limitations
 //!
-//! - The hotline (#7) and the media relay between sites (#5) are still to come; the `media`
-//!   address is validated but unused until then.
+//! - The media relay between sites (#5) does not yet meet its goals on lossy links
+//!   (docs/relay.md).
+//! - The hotline has one dispatcher, the bureau (docs/hotline.md).
 //! - Mediation recordings (WebM per participant) stay on the node that recorded them; their
 //!   records reach the bureau, the files do not yet (TODO(#6)). A recording running when the
 //!   node stops ends there: it does not resume after a restart although the case's flag is on.

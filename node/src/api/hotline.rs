@@ -13,7 +13,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use huiyan_media::room::{Role as MediaRole, RoomKind, RoomPolicy};
-use huiyan_media::token::{Claims, unix_now};
 use huiyan_mesh::replica::wall_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -31,8 +30,6 @@ use crate::hotline::{
 };
 use crate::node::Node;
 
-/// Lifetime of a hotline call's media token.
-const MEDIA_TOKEN_SECONDS: u64 = 4 * 3600;
 /// How long a console poll waits for the caller's site to describe the call's media room.
 const ROOM_LOOKUP: std::time::Duration = std::time::Duration::from_secs(3);
 /// Figures cover the last 24 hours unless asked otherwise.
@@ -134,13 +131,9 @@ fn media_room(call: &CallRecord) -> String {
     format!("{}/hotline-{}", call.entry_site, call.call)
 }
 
-fn media_token(node: &Node, room: &str, sub: String) -> String {
-    node.media.issue_token(&Claims {
-        room: room.to_owned(),
-        sub,
-        role: MediaRole::Speaker,
-        exp: unix_now() + MEDIA_TOKEN_SECONDS,
-    })
+/// A speaker's token to the call's room (caller or lawyer: both talk).
+fn media_token(node: &Node, room: &str, sub: &str) -> String {
+    super::mediation::media_token(node, room, sub, MediaRole::Speaker)
 }
 
 /// Defines the call's media room on this node, the caller's (again after a restart: defining
@@ -424,7 +417,7 @@ async fn call_status(
         expected_wait_s: position.map_or(0, |p| view.expected_wait(p)),
         callback: call.callback_phone.is_some(),
         lawyer_site: call.answer.as_ref().map(|a| a.site.clone()),
-        media_token: media.then(|| media_token(&node, &room, format!("caller-{id}"))),
+        media_token: media.then(|| media_token(&node, &room, &format!("caller-{id}"))),
         media_room: media.then_some(room),
         rated: call.rating.is_some(),
         call: id,
@@ -774,7 +767,7 @@ fn current_call(node: &Node, call: &Call, username: &str, media_ready: bool) -> 
             media_token(
                 node,
                 room,
-                format!("lawyer-{username}-{}", call.record.call),
+                &format!("lawyer-{username}-{}", call.record.call),
             )
         }),
         media_room: room,

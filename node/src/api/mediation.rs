@@ -249,7 +249,8 @@ fn holds_everything(node: &Node) -> bool {
     node.me.scopes.iter().any(|s| s == "*")
 }
 
-fn media_token(node: &Node, room: &str, sub: &str, role: MediaRole) -> String {
+/// A token to join `room` on this node's `/ws`, valid for four hours.
+pub(crate) fn media_token(node: &Node, room: &str, sub: &str, role: MediaRole) -> String {
     node.media.issue_token(&Claims {
         room: room.to_owned(),
         sub: sub.to_owned(),

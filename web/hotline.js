@@ -1,5 +1,5 @@
 // The legal-advice video hotline: the caller's phone app (/hotline.html). Chinese by default,
-// English on one tap. Plain ES module, no dependencies. See docs/hotline.md.
+// English and Korean on one tap. Plain ES module, no dependencies. See docs/hotline.md.
 //
 // Flow: the hotline's state -> (open) optional topic and "call a lawyer"; (closed) the reason
 // and a question to leave -> queue (position, expected wait; or a callback request) -> the call
@@ -72,6 +72,44 @@ const TEXT = {
       bad_call_token: 'This call has expired; please call again.',
       rate_limited: 'Too many requests; please try again later.', not_found: 'This call or question was not found.',
       starting: 'The service is starting; please wait.', internal: 'The service failed; please try again later.',
+    },
+  },
+  ko: {
+    title: '법률 상담 영상 핫라인', topic: '상담 분야 (선택)', no_topic: '(선택 안 함)', join: '변호사 연결',
+    open_info: '상담 중인 변호사: {lawyers}명. 대기: {waiting}명. 예상 대기 시간: {wait}.',
+    off_hours_at: '지금은 변호사 당직 시간이 아닙니다. 핫라인은 {when}에 열립니다.',
+    off_hours: '지금은 변호사 당직 시간이 아닙니다.',
+    unreachable: '이 지점에서 지금 핫라인에 연결할 수 없습니다. 잠시 후 다시 시도하거나 질문을 남겨 주세요.',
+    question_title: '질문 남기기',
+    question_intro: '질문과 전화번호를 남기시면 당직 변호사가 근무 시간에 답변해 드립니다.',
+    question_text: '질문 내용', phone: '전화번호', ask: '질문 보내기',
+    my_question: '내 질문', asked_at: '{when}에 보냄', answer: '변호사 답변',
+    no_answer: '아직 답변이 없습니다. 나중에 다시 확인해 주세요.', question_done: '이 질문 숨기기',
+    position: '대기 순서:', expected_wait: '예상 대기 시간:', minutes: '분',
+    less_than_minute: '1분 미만',
+    callback_phone: '온라인으로 기다리기 어려우신가요? 전화번호를 남기시면 순서대로 변호사가 전화드립니다:',
+    callback: '전화 회신으로 바꾸기',
+    callback_note: '전화 회신이 접수되었습니다. 순서대로 변호사가 전화드리니 전화를 받을 수 있게 해 주세요.',
+    leave: '대기 취소', hangup: '통화 종료', phone_note: '변호사가 지금 전화로 연락드리고 있습니다.',
+    ended: '통화가 끝났습니다.', rate: '이번 상담을 평가해 주세요:', thanks: '평가해 주셔서 감사합니다!',
+    again: '다시 상담하기', star: '{n}점',
+    notices: { left: '대기를 취소했습니다.', abandoned: '오래 자리를 비워 대기 순서가 없어졌습니다. 다시 연결해 주세요.',
+      asked: '질문을 보냈습니다. 변호사가 곧 답변해 드립니다.' },
+    status: { loading: '핫라인에 연결하는 중…', resuming: '대기 순서를 되찾는 중…',
+      open: '핫라인 운영 중', closed: '핫라인 운영 시간이 아닙니다', waiting: '대기 중',
+      callback: '전화 회신 대기 중', dropped: '연결이 끊겼습니다. 대기 순서를 되찾는 중…',
+      offered: '변호사에게 연결하는 중…', connecting: '영상을 연결하는 중…', connected: '통화 중',
+      phone: '변호사가 전화로 연락드리고 있습니다', ended: '통화 종료' },
+    errors: {
+      network: '네트워크가 불안정합니다. 다시 시도하는 중…', unknown_topic: '그런 상담 분야는 없습니다.',
+      already_in_queue: '이미 대기 중입니다.', hotline_closed: '지금은 핫라인이 운영되지 않습니다.',
+      phone_required: '전화번호를 입력해 주세요.', phone_invalid: '전화번호가 올바르지 않습니다.',
+      text_missing: '질문을 입력해 주세요.', text_too_long: '내용이 너무 깁니다. 줄여 주세요.',
+      not_waiting: '더 이상 대기 중이 아닙니다.', not_ended: '통화가 끝난 뒤에 평가할 수 있습니다.',
+      already_rated: '이미 평가하셨습니다.', stars_invalid: '1점에서 5점 중에서 선택해 주세요.',
+      bad_call_token: '이 연결은 만료되었습니다. 다시 연결해 주세요.',
+      rate_limited: '요청이 너무 많습니다. 잠시 후 다시 시도해 주세요.', not_found: '이 통화나 질문을 찾을 수 없습니다.',
+      starting: '서비스를 시작하는 중입니다. 잠시 기다려 주세요.', internal: '서비스 오류입니다. 잠시 후 다시 시도해 주세요.',
     },
   },
 };
@@ -151,7 +189,7 @@ function minutes(seconds) {
 }
 
 function localTime(ms) {
-  return new Date(ms).toLocaleString(lang === 'zh' ? 'zh-CN' : 'en-GB', {
+  return new Date(ms).toLocaleString({ zh: 'zh-CN', en: 'en-GB', ko: 'ko-KR' }[lang], {
     weekday: 'short', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
   });
 }
@@ -254,7 +292,8 @@ function renderCall(v) {
       $('phone-note').hidden = !byPhone;
       if (!byPhone && v.media_token && state.frameCall !== v.call) {
         state.frameCall = v.call;
-        $('call').src = `/call.html?token=${enc(v.media_token)}&lang=${lang}`;
+        // The call page speaks Chinese and English (as for the 天池和 app).
+        $('call').src = `/call.html?token=${enc(v.media_token)}&lang=${lang === 'zh' ? 'zh' : 'en'}`;
       }
       setStatus(byPhone ? 'phone' : v.media_token ? 'connected' : 'connecting');
       show('in-call');
@@ -285,7 +324,7 @@ function render() {
 }
 
 function applyLang() {
-  document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+  document.documentElement.lang = { zh: 'zh-CN', en: 'en', ko: 'ko' }[lang];
   document.title = `${lang === 'zh' ? '慧眼' : 'huiyan'} · ${t('title')}`;
   for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   for (const b of document.querySelectorAll('[data-lang]')) {

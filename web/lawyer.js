@@ -69,7 +69,7 @@ const TEXT = {
     },
   },
 };
-const LANGS = { zh: '中文', en: 'English' };
+const LANGS = { zh: '中文', en: 'English', ko: '한국어' };
 
 let lang = localStorage.getItem('huiyan.lang') === 'en' ? 'en' : 'zh';
 const t = (k) => TEXT[lang][k] ?? k;

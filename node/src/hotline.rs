@@ -48,28 +48,35 @@ pub const SERVICE_LEVEL_SECONDS: u64 = 60;
 /// Longest question or note, characters.
 pub const MAX_TEXT: usize = 2000;
 
-/// Topics a caller may choose, and categories of the lawyer's note: (id, Chinese, English).
-pub const TOPICS: [(&str, &str, &str); 7] = [
-    ("consumer", "消费纠纷", "Consumer"),
-    ("labour", "劳动争议", "Labour"),
-    ("family", "婚姻家庭", "Marriage and family"),
-    ("traffic", "交通事故", "Traffic accident"),
-    ("property", "房产物业", "Property and housing"),
-    ("contract", "合同纠纷", "Contract"),
-    ("other", "其他", "Other"),
+/// Topics a caller may choose, and categories of the lawyer's note: (id, Chinese, English,
+/// Korean).
+pub const TOPICS: [(&str, &str, &str, &str); 7] = [
+    ("consumer", "消费纠纷", "Consumer", "소비자 분쟁"),
+    ("labour", "劳动争议", "Labour", "노동 분쟁"),
+    ("family", "婚姻家庭", "Marriage and family", "혼인·가족"),
+    ("traffic", "交通事故", "Traffic accident", "교통사고"),
+    (
+        "property",
+        "房产物业",
+        "Property and housing",
+        "부동산·주택",
+    ),
+    ("contract", "合同纠纷", "Contract", "계약 분쟁"),
+    ("other", "其他", "Other", "기타"),
 ];
 
 pub fn is_topic(id: &str) -> bool {
-    TOPICS.iter().any(|(t, _, _)| *t == id)
+    TOPICS.iter().any(|(t, ..)| *t == id)
 }
 
-/// The UI language of a caller.
+/// The UI language of a caller (the lawyer sees it with the call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Lang {
     #[default]
     Zh,
     En,
+    Ko,
 }
 
 /// Whether `phone` looks like a phone number: 5 to 20 digits, with `+ - ( )` and spaces.

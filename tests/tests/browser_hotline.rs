@@ -1,6 +1,7 @@
 //! The hotline's queue in headless Chromium: two duty lawyers on their consoles at two sites
 //! (zhang at the bureau, li at the Chibei office) and three callers on the hotline app at three
-//! sites (A at the West Slope room in English, B at the office, C at the hub).
+//! sites (A at the West Slope room in English, B at the office in Chinese, C at the hub in
+//! Korean).
 //!
 //! 1. Both lawyers make themselves available, zhang first: A's call is offered to zhang, who
 //!    has been idle longest. zhang lets it run: after 20 s it goes to li, and zhang's console
@@ -91,18 +92,20 @@ async fn click_css(page: &Client, css: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens the hotline app at `web` and calls, with `topic`; returns once the caller waits.
-async fn call(driver: SocketAddr, web: SocketAddr, english: bool, topic: &str) -> Result<Client> {
+/// Opens the hotline app at `web` in `lang` (zh, en or ko) and calls, with `topic`; returns
+/// once the caller waits.
+async fn call(driver: SocketAddr, web: SocketAddr, lang: &str, topic: &str) -> Result<Client> {
     let page = browser(driver, false).await?;
     page.goto(&format!("http://{web}/hotline.html")).await?;
-    if english {
-        click_css(&page, "button[data-lang=en]").await?;
-    }
+    click_css(&page, &format!("button[data-lang={lang}]")).await?;
     wait_shown(&page, "join", "the hotline did not open").await?;
-    if english {
-        let label = text(&page, "join").await?;
-        ensure!(label == "Call a lawyer", "the app is not in English: {label:?}");
-    }
+    let label = text(&page, "join").await?;
+    let expected = match lang {
+        "en" => "Call a lawyer",
+        "ko" => "변호사 연결",
+        _ => "呼叫律师",
+    };
+    ensure!(label == expected, "the app is not in {lang}: {label:?}");
     click_css(&page, &format!("#topic option[value={topic}]")).await?;
     click(&page, "join").await?;
     wait_shown(&page, "waiting", "no waiting screen").await?;
@@ -178,7 +181,7 @@ fn three_callers_and_two_lawyers_at_four_sites_share_one_fair_queue() {
         let zhang = console(driver, bureau, "zhang").await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let li = console(driver, office, "li").await?;
-        let a = call(driver, scenic, true, "labour").await?;
+        let a = call(driver, scenic, "en", "labour").await?;
         wait_shown(&zhang, "offer", "A's call was not offered to zhang").await?;
         let offered = Instant::now();
         assert!(!shown(&li, "offer").await?, "both lawyers got the offer");
@@ -208,12 +211,12 @@ fn three_callers_and_two_lawyers_at_four_sites_share_one_fair_queue() {
         println!("li at office-1 decodes A's video ({frames} frames)");
 
         // --- 2. B and C wait; B drops and comes back in place; C asks for a callback -------
-        let b = call(driver, office, false, "family").await?;
+        let b = call(driver, office, "zh", "family").await?;
         until(&b, Duration::from_secs(10), "B is not first", async || {
             Ok(position(&b).await? == "1")
         })
         .await?;
-        let c = call(driver, hub, false, "contract").await?;
+        let c = call(driver, hub, "ko", "contract").await?;
         until(&c, Duration::from_secs(10), "C is not second", async || {
             Ok(position(&c).await? == "2")
         })
@@ -255,7 +258,7 @@ fn three_callers_and_two_lawyers_at_four_sites_share_one_fair_queue() {
         click_css(&a, "#stars button[data-stars='4']").await?;
         wait_shown(&a, "thanks", "A's rating was not taken").await?;
         available(&li).await?;
-        accept(&li, "合同纠纷").await?;
+        accept(&li, "合同纠纷 · 한국어").await?;
         wait_shown(&li, "callback-box", "the console shows no number to call").await?;
         assert_eq!(text(&li, "phone-link").await?, PHONE);
         wait_shown(&c, "phone-note", "C was not told a lawyer is calling").await?;

@@ -58,10 +58,11 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
 fn topics() -> Vec<Topic> {
     hotline::TOPICS
         .iter()
-        .map(|(id, zh, en)| Topic {
+        .map(|(id, zh, en, ko)| Topic {
             id: (*id).to_owned(),
             zh: (*zh).to_owned(),
             en: (*en).to_owned(),
+            ko: (*ko).to_owned(),
         })
         .collect()
 }
@@ -177,6 +178,7 @@ pub struct Topic {
     id: String,
     zh: String,
     en: String,
+    ko: String,
 }
 
 /// The hotline as a caller sees it before joining.

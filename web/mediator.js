@@ -47,7 +47,7 @@ const TEXT = {
       bad_credentials: 'Wrong username or password.', forbidden: 'Not allowed.',
       unauthenticated: 'Please sign in.', rate_limited: 'Too many attempts; wait a while.',
       call_not_waiting: 'That call was taken or left.',
-      no_recording_consent: 'The caller did not consent to a recording.',
+      no_recording_consent: 'A party did not consent to a recording.',
       network: 'The network is unstable; retrying…' },
   },
 };

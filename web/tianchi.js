@@ -406,13 +406,21 @@ $('ask-callback').addEventListener('click', () => {
   if (!$('other').value.trim()) $('other').value = '-';
   placeCall({ callback: true });
 });
-$('accept-invite').addEventListener('click', () => {
-  // TODO(#6): ask the invited party's consent to recording and send it to the node; until then
-  // a session with an invited party is not recorded (node/src/api/recording.rs).
+$('accept-invite').addEventListener('click', async () => {
   if (!$('invite-consent-online').checked) {
     showError('consent_required');
     return;
   }
+  // The node keeps the consent: the session opens with it, and recording needs it.
+  try {
+    await api('POST', `/api/v1/mediation/calls/${encodeURIComponent(state.call)}/consent`, {
+      online: true, recording: $('invite-consent-recording').checked,
+    });
+  } catch (e) {
+    showError(e.code ?? 'network', e.message);
+    return;
+  }
+  showError(null);
   sessionStorage.setItem('tianchi.call', state.call);
   sessionStorage.setItem('tianchi.token', state.token);
   state.invited = false;

@@ -10,6 +10,7 @@
 //! | `mediation.case` | a case is opened or changed (the whole case; the newest version wins) |
 //! | `mediation.agreement` | a mediator drafts the agreement for both parties |
 //! | `mediation.confirm` | a party confirms the agreement with its name and drawn signature |
+//! | `mediation.consent` | the invited party consents (or not) to the session and its recording |
 //! | `mediation.presence` | a room becomes staffed or unstaffed |
 //! | `mediation.recording` | a recording of one participant is complete and stored |
 //!
@@ -29,6 +30,7 @@ pub const KIND_CALL_STATE: &str = "mediation.call.state";
 pub const KIND_CASE: &str = "mediation.case";
 pub const KIND_AGREEMENT: &str = "mediation.agreement";
 pub const KIND_CONFIRM: &str = "mediation.confirm";
+pub const KIND_CONSENT: &str = "mediation.consent";
 pub const KIND_PRESENCE: &str = "mediation.presence";
 pub const KIND_RECORDING: &str = "mediation.recording";
 /// Scope of presence records.
@@ -155,6 +157,15 @@ pub struct Consent {
     pub online: bool,
     /// To the session being recorded and kept with the case.
     pub recording: bool,
+}
+
+/// The payload of a `mediation.consent` record: a party's consent given on their own page (the
+/// invited party's; the caller's comes with the call). The newest one counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    pub call: String,
+    pub role: PartyRole,
+    pub consent: Consent,
 }
 
 /// The payload of a `mediation.call` record.
@@ -383,6 +394,8 @@ pub struct Mediation {
     drafts: BTreeMap<String, AgreementDraft>,
     /// Confirmations per case, per role (newest wins).
     confirmations: BTreeMap<(String, PartyRole), Confirmation>,
+    /// Consents given on a party's page, per call and role (newest wins).
+    consents: BTreeMap<(String, PartyRole), Versioned<Consent>>,
     presence: BTreeMap<String, Versioned<bool>>,
     /// Recordings per case, in the order they were stored.
     recordings: BTreeMap<String, Vec<RecordingRecord>>,
@@ -422,6 +435,17 @@ impl Mediation {
             }),
             KIND_CONFIRM => serde_json::from_value(p).map(|c: Confirmation| {
                 self.confirmations.insert((c.case.clone(), c.role), c);
+            }),
+            KIND_CONSENT => serde_json::from_value(p).map(|c: ConsentRecord| {
+                let key = (c.call, c.role);
+                if newer(self.consents.get(&key), r) {
+                    let value = Versioned {
+                        hlc: r.hlc,
+                        origin: r.origin_peer.clone(),
+                        value: c.consent,
+                    };
+                    self.consents.insert(key, value);
+                }
             }),
             KIND_RECORDING => serde_json::from_value(p).map(|rec: RecordingRecord| {
                 let list = self.recordings.entry(rec.case.clone()).or_default();
@@ -593,6 +617,15 @@ impl Mediation {
         self.drafts.get(case)
     }
 
+    /// The consent of a party of `call`: the caller's came with the call; the invited party's
+    /// is `None` until they answered on their page.
+    pub fn consent(&self, call: &str, role: PartyRole) -> Option<Consent> {
+        match role {
+            PartyRole::Applicant => self.calls.get(call).map(|c| c.record.consent),
+            PartyRole::Respondent => self.consents.get(&(call.to_owned(), role)).map(|v| v.value),
+        }
+    }
+
     /// The confirmations of the current draft of `case`.
     pub fn confirmations(&self, case: &str) -> Vec<&Confirmation> {
         let Some(version) = self.drafts.get(case).map(|d| d.version) else {
@@ -681,6 +714,36 @@ mod tests {
         m.apply(&record(605, KIND_CALL_STATE, done));
         assert_eq!(m.expected_wait(2, 1), 600);
         assert_eq!(m.expected_wait(3, 2), 600);
+    }
+
+    #[test]
+    fn the_invited_partys_newest_consent_counts_whatever_the_order() {
+        let mut m = Mediation::default();
+        m.apply(&record(1, KIND_CALL, call("c1")));
+        assert_eq!(
+            m.consent("c1", PartyRole::Applicant).map(|c| c.recording),
+            Some(true)
+        );
+        assert_eq!(
+            m.consent("c1", PartyRole::Respondent),
+            None,
+            "not asked yet"
+        );
+        let answer = |recording| ConsentRecord {
+            call: "c1".into(),
+            role: PartyRole::Respondent,
+            consent: Consent {
+                online: true,
+                recording,
+            },
+        };
+        // The later answer (yes) arrives first; the earlier one (no) does not undo it.
+        m.apply(&record(5, KIND_CONSENT, answer(true)));
+        m.apply(&record(3, KIND_CONSENT, answer(false)));
+        assert_eq!(
+            m.consent("c1", PartyRole::Respondent).map(|c| c.recording),
+            Some(true)
+        );
     }
 
     #[test]

@@ -63,6 +63,11 @@ const MATRIX: &[(&str, &str, Access)] = &[
         "/api/v1/mediation/calls/{call}/confirm",
         Access::Caller,
     ),
+    (
+        "post",
+        "/api/v1/mediation/calls/{call}/consent",
+        Access::Caller,
+    ),
     ("get", "/api/v1/mediation/queue", Access::Mediator),
     ("post", "/api/v1/mediation/presence", Access::Mediator),
     (

@@ -399,6 +399,7 @@ fn a_tourist_call_in_browsers_runs_to_a_signed_pdf_offline_and_reaches_the_burea
             respondent.goto(&link).await?;
             wait_shown(&respondent, "invite-screen", "no invitation").await?;
             click(&respondent, "invite-consent-online").await?;
+            click(&respondent, "invite-consent-recording").await?;
             click(&respondent, "accept-invite").await?;
             wait_shown(&respondent, "session", "the respondent is not in").await?;
 

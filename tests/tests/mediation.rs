@@ -4,6 +4,8 @@
 //! - Bad input on the public form is refused with a code, and nothing is queued.
 //! - With the scenic room's uplink cut, its node still queues callers, opens the case, runs
 //!   the agreement to both signatures; everything reaches the bureau when the link returns.
+//! - The invited party joins only after consenting online, and the session is recorded only with
+//!   their consent to recording too.
 //! - A scenic room that holds no other room's scope never stores the case's content.
 //! - A caller of a closed room goes to the bureau's queue, marked as rerouted.
 
@@ -232,23 +234,53 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
     assert_eq!(status, 201, "{invitation}");
     let link = invitation["link"].as_str().unwrap();
     let respondent = link.split("#invite=").nth(1).unwrap().to_owned();
-    let (_, rview) = get(
-        scenic,
-        &format!("/api/v1/mediation/calls/{call}"),
-        Some(&respondent),
-    );
+    let rstatus = || {
+        get(
+            scenic,
+            &format!("/api/v1/mediation/calls/{call}"),
+            Some(&respondent),
+        )
+        .1
+    };
+    let rview = rstatus();
     assert_eq!(rview["role"], "respondent", "{rview}");
-    assert!(
-        rview["session"]["media_token"].as_str().is_some(),
-        "{rview}"
+    assert_eq!(
+        rview["session"],
+        Value::Null,
+        "the invited party joined before consenting: {rview}"
     );
-
-    // The invited party's consent to recording is not asked yet: the invitation stopped the
-    // recording, and it cannot be switched on again.
+    // The invitation stopped the recording: the invited party has not consented to it.
     assert_eq!(
         recording_seen(),
         false,
         "the invitation stops the recording"
+    );
+    let consent = |who: &str, online: bool, recording: bool| {
+        post(
+            scenic,
+            &format!("/api/v1/mediation/calls/{call}/consent"),
+            Some(who),
+            json!({ "online": online, "recording": recording }),
+        )
+    };
+    let (status, body) = consent(&respondent, false, true);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("consent_required")),
+        "{body}"
+    );
+    let (status, body) = consent(caller, true, true);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("consent_given")),
+        "{body}"
+    );
+    // Online yes, recording no: they join, and the session cannot be recorded.
+    assert_eq!(consent(&respondent, true, false).0, 204);
+    let rview = rstatus();
+    assert!(
+        rview["session"]["media_token"].as_str().is_some(),
+        "{rview}"
     );
     let (status, refused) = patch(json!({ "recording": true }));
     assert_eq!(
@@ -256,6 +288,11 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
         (400, Some("no_recording_consent")),
         "{refused}"
     );
+    // Asked again, they agree: the mediator records with both parties in.
+    assert_eq!(consent(&respondent, true, true).0, 204);
+    assert_eq!(patch(json!({ "recording": true })).0, 200);
+    assert_eq!(rstatus()["session"]["recording"], true);
+    assert_eq!(patch(json!({ "recording": false })).0, 200);
 
     // The mediator moves the respondent to the side room and back; notes the case.
     let (status, _) = patch(json!({ "place": { "role": "respondent", "place": "side" } }));

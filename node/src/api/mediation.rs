@@ -32,7 +32,7 @@ use crate::audit::{self, Event};
 use crate::auth::{ClientAddr, Mediator, Staff, token_of};
 use crate::mediation::{
     self, AgreementDraft, Call, CallForm, CallRecord, CallStateRecord, CallStatus, Case,
-    CaseStatus, Confirmation, Consent, Lang, Party, PartyRole, Place, Step,
+    CaseStatus, Confirmation, Consent, ConsentRecord, Lang, Party, PartyRole, Place, Step,
 };
 use crate::node::Node;
 use crate::rooms::RoomInfo;
@@ -53,6 +53,7 @@ pub fn routes() -> OpenApiRouter<Arc<Node>> {
         .routes(routes!(place_call))
         .routes(routes!(call_status, leave_call))
         .routes(routes!(confirm_agreement))
+        .routes(routes!(give_consent))
         .routes(routes!(get_queue))
         .routes(routes!(set_presence))
         .routes(routes!(take_call))
@@ -685,10 +686,18 @@ async fn call_status(
         let case = call.case.as_deref().and_then(|c| view.case(c)).cloned();
         (call, case)
     };
+    // A party joins the session once they consented to it online (the invited party on the
+    // invitation page, after the call was placed).
+    let consented = node
+        .views
+        .mediation()
+        .consent(&id, caller.role)
+        .is_some_and(|c| c.online);
     let mut session = None;
     if let Some(case) = &case
         && call.status == CallStatus::Taken
         && case.site == node.config.site
+        && consented
     {
         define_case_rooms(&node, case).await?;
         let place = case.party(caller.role).map_or(Place::Main, |p| p.place);
@@ -875,6 +884,52 @@ async fn confirm_agreement(
         from,
     )
     .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The invited party's consent, given on the invitation page: to the online session (required
+/// to join it) and to its recording (the mediator may record only with it). Asked again, the
+/// newest answer counts.
+#[utoipa::path(post, path = "/api/v1/mediation/calls/{call}/consent", tag = "mediation",
+    params(("call" = String, Path, description = "Call id")),
+    request_body = Consent,
+    responses(
+        (status = 204, description = "Kept"),
+        (status = 400, description = "No consent to the online session"),
+        (status = 409, description = "The caller consented with the call already"),
+    ))]
+async fn give_consent(
+    State(node): State<Arc<Node>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(req): Body<Consent>,
+) -> Result<StatusCode, Problem> {
+    own_call(&caller, &id)?;
+    if caller.role != PartyRole::Respondent {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "consent_given",
+            "the caller's consent came with the call; place a new call to change it",
+        ));
+    }
+    if !req.online {
+        return Err(Problem::bad_request(
+            "consent_required",
+            "the invited party must consent to an online mediation session to join it",
+        ));
+    }
+    let scope = node
+        .views
+        .mediation()
+        .call(&id)
+        .map(|c| c.scope.clone())
+        .ok_or_else(|| Problem::not_found("the call is not known here yet; retry"))?;
+    let record = ConsentRecord {
+        call: id,
+        role: caller.role,
+        consent: req,
+    };
+    write(&node, &scope, mediation::KIND_CONSENT, &record).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1236,25 +1291,26 @@ async fn update_case(
         }
     }
     if change.recording == Some(true) {
-        let consented = case.call.as_deref().and_then(|c| {
-            node.views
-                .mediation()
-                .call(c)
-                .map(|c| c.record.consent.recording)
-        });
-        if consented == Some(false) {
+        // Every party consents: the caller with the call, the invited party on their page.
+        let refused = |role| {
+            case.call.as_deref().is_some_and(|c| {
+                !node
+                    .views
+                    .mediation()
+                    .consent(c, role)
+                    .is_some_and(|k| k.recording)
+            })
+        };
+        if refused(PartyRole::Applicant) {
             return Err(Problem::bad_request(
                 "no_recording_consent",
                 "the caller did not consent to a recording",
             ));
         }
-        // The invited party's consent to recording is not carried to the node yet, so a
-        // session with them is not recorded. TODO(#6): the invitation carries that consent.
-        if case.party(PartyRole::Respondent).is_some() {
+        if case.party(PartyRole::Respondent).is_some() && refused(PartyRole::Respondent) {
             return Err(Problem::bad_request(
                 "no_recording_consent",
-                "the invited party's consent to recording is not asked yet: \
-                 record before inviting them, or not at all",
+                "the invited party has not consented to a recording",
             ));
         }
     }
@@ -1358,9 +1414,14 @@ async fn invite(
             place: Place::Main,
         });
     }
-    // The invited party has not consented to recording (see `update_case`): a running
-    // recording stops before they can join.
-    let was_recording = std::mem::replace(&mut case.recording, false);
+    // A running recording stops before the invited party joins, unless they consented to it
+    // already (invited again); they are asked on the invitation page (`give_consent`).
+    let consented = node
+        .views
+        .mediation()
+        .consent(&call, PartyRole::Respondent)
+        .is_some_and(|c| c.recording);
+    let was_recording = !consented && std::mem::replace(&mut case.recording, false);
     if new_party || was_recording {
         write(&node, &case.scope, mediation::KIND_CASE, &case).await?;
     }

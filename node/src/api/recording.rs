@@ -8,11 +8,11 @@
 //! scope, so the record travels wherever the case does. The file itself stays on the node that
 //! recorded it: TODO(#6) copy the blob to the bureau when the link allows.
 //!
-//! TODO(#6): the respondent's consent to recording is asked on the invitation page but not yet
-//! sent to the node (only the caller's is, with the call). Until it is, inviting the other party
-//! stops a running recording and a case with an invited party cannot be recorded
-//! (`no_recording_consent`); the invitation should carry that consent and the tap leave out a
-//! participant who refused.
+//! Recording needs every party's consent: the caller's came with the call, the invited party's
+//! is given on the invitation page (`mediation.consent`). Inviting the other party stops a
+//! running recording until they consented to it; without their consent the case is not
+//! recorded (`no_recording_consent`). A party who refused is not left out of a recording of the
+//! others: the session is simply not recorded.
 //!
 //! Every playback is audited (`recording.play`): a request for the file from its first byte
 //! (a player's first request; the range requests that follow while it plays or seeks are not

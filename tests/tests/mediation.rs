@@ -292,7 +292,9 @@ fn a_tourist_call_runs_to_a_signed_agreement_offline_and_reaches_the_bureau() {
     assert_eq!(consent(&respondent, true, true).0, 204);
     assert_eq!(patch(json!({ "recording": true })).0, 200);
     assert_eq!(rstatus()["session"]["recording"], true);
-    assert_eq!(patch(json!({ "recording": false })).0, 200);
+    // They change their mind: the recording stops.
+    assert_eq!(consent(&respondent, true, false).0, 204);
+    assert_eq!(rstatus()["session"]["recording"], false);
 
     // The mediator moves the respondent to the side room and back; notes the case.
     let (status, _) = patch(json!({ "place": { "role": "respondent", "place": "side" } }));

@@ -889,7 +889,7 @@ async fn confirm_agreement(
 
 /// The invited party's consent, given on the invitation page: to the online session (required
 /// to join it) and to its recording (the mediator may record only with it). Asked again, the
-/// newest answer counts.
+/// newest answer counts; withdrawing the consent to recording stops a running recording.
 #[utoipa::path(post, path = "/api/v1/mediation/calls/{call}/consent", tag = "mediation",
     params(("call" = String, Path, description = "Call id")),
     request_body = Consent,
@@ -918,18 +918,26 @@ async fn give_consent(
             "the invited party must consent to an online mediation session to join it",
         ));
     }
-    let scope = node
-        .views
-        .mediation()
-        .call(&id)
-        .map(|c| c.scope.clone())
-        .ok_or_else(|| Problem::not_found("the call is not known here yet; retry"))?;
+    let (scope, case) = {
+        let view = node.views.mediation();
+        let call = view
+            .call(&id)
+            .ok_or_else(|| Problem::not_found("the call is not known here yet; retry"))?;
+        let case = call.case.as_deref().and_then(|c| view.case(c)).cloned();
+        (call.scope.clone(), case)
+    };
     let record = ConsentRecord {
         call: id,
         role: caller.role,
         consent: req,
     };
     write(&node, &scope, mediation::KIND_CONSENT, &record).await?;
+    // Consent withdrawn while recording: the recording stops.
+    if let Some(mut case) = case.filter(|c| c.recording && !req.recording) {
+        case.recording = false;
+        write(&node, &case.scope, mediation::KIND_CASE, &case).await?;
+        crate::api::recording::switch(&node, &case, false).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -244,6 +244,13 @@ pub fn token_of(parts: &Parts) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// What a public caller's session stands for, after `prefix` (`caller:` for a mediation call,
+/// `hotline:` for a hotline call...): `None` without a live session of that kind.
+pub fn caller_subject(parts: &Parts, node: &Node, prefix: &str) -> Option<String> {
+    let session = node.sessions.lookup(&token_of(parts)?)?;
+    session.username.strip_prefix(prefix).map(str::to_owned)
+}
+
 impl FromRequestParts<Arc<Node>> for Staff {
     type Rejection = Problem;
 

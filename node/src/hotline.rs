@@ -45,6 +45,8 @@ pub const REJOIN_WITHIN_MS: u64 = 120_000;
 pub const DEFAULT_TALK_SECONDS: u64 = 5 * 60;
 /// Answered within this many seconds counts for the service level.
 pub const SERVICE_LEVEL_SECONDS: u64 = 60;
+/// The figures cover the last 24 hours unless asked otherwise, ms.
+pub const STATS_WINDOW_MS: u64 = 24 * 3600 * 1000;
 /// Longest question or note, characters.
 pub const MAX_TEXT: usize = 2000;
 
@@ -77,15 +79,6 @@ pub enum Lang {
     Zh,
     En,
     Ko,
-}
-
-/// Whether `phone` looks like a phone number: 5 to 20 digits, with `+ - ( )` and spaces.
-pub fn phone_ok(phone: &str) -> bool {
-    let digits = phone.chars().filter(char::is_ascii_digit).count();
-    phone
-        .chars()
-        .all(|c| c.is_ascii_digit() || "+- ()".contains(c))
-        && (5..=20).contains(&digits)
 }
 
 // ----- Records ------------------------------------------------------------------------------
@@ -694,6 +687,13 @@ impl Hotline {
         Some(ahead + 1)
     }
 
+    /// Lawyers available for a call now.
+    pub fn lawyers_available(&self) -> usize {
+        self.lawyers()
+            .filter(|l| self.state_of(l) == LawyerState::Available)
+            .count()
+    }
+
     /// Lawyers taking calls now (available or in a call).
     pub fn working_lawyers(&self) -> usize {
         self.lawyers
@@ -716,15 +716,9 @@ impl Hotline {
             .filter(|c| c.talk_s().is_some())
             .collect();
         ended.sort_by_key(|c| std::cmp::Reverse(c.ended_ms));
-        let mut talks: Vec<u64> = ended.iter().take(50).filter_map(|c| c.talk_s()).collect();
-        talks.sort_unstable();
-        let typical = talks
-            .get(talks.len() / 2)
-            .copied()
-            .unwrap_or(DEFAULT_TALK_SECONDS)
-            .max(30);
-        let ahead = position.saturating_sub(1) as u64;
-        ahead * typical / self.working_lawyers().max(1) as u64
+        let talks: Vec<u64> = ended.iter().take(50).filter_map(|c| c.talk_s()).collect();
+        let typical = crate::mediation::typical_length(talks, DEFAULT_TALK_SECONDS, 30);
+        crate::mediation::wait_for(position, typical, self.working_lawyers())
     }
 
     /// The figures of the calls that joined since `since_ms`.
@@ -873,17 +867,14 @@ impl HotlineMetrics {
         );
     }
 
+    /// Sets the gauges from the view (when `/metrics` is read).
     pub fn update(&self, view: &Hotline, now: u64) {
-        let stats = view.stats(now.saturating_sub(24 * 3600 * 1000));
+        let stats = view.stats(now.saturating_sub(STATS_WINDOW_MS));
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.waiting.set(n(stats.waiting));
         self.answered.set(n(stats.answered));
         self.abandoned.set(n(stats.abandoned));
-        let available = view
-            .lawyers()
-            .filter(|l| view.state_of(l) == LawyerState::Available)
-            .count();
-        self.lawyers_available.set(n(available));
+        self.lawyers_available.set(n(view.lawyers_available()));
         self.wait_p90_seconds.set(
             stats
                 .p90_wait_s

@@ -54,6 +54,8 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         .set(i64::try_from(node.views.accounts().len()).unwrap_or(i64::MAX));
     m.store_size_bytes
         .set(i64::try_from(node.store.size_on_disk()).unwrap_or(i64::MAX));
+    node.hotline_metrics
+        .update(&node.views.hotline(), huiyan_mesh::replica::wall_ms());
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], m.encode()).into_response()
 }

@@ -40,6 +40,34 @@ pub const PRESENCE_SCOPE: &str = "mediation";
 pub const MAX_TEXT: usize = 2000;
 /// Longest name, in characters.
 pub const MAX_NAME: usize = 100;
+/// The median of recent session `lengths` (seconds), `default` when there are none yet, at least
+/// `floor`: what a session typically takes, for expected waits.
+pub fn typical_length(mut lengths: Vec<u64>, default: u64, floor: u64) -> u64 {
+    lengths.sort_unstable();
+    lengths
+        .get(lengths.len() / 2)
+        .copied()
+        .unwrap_or(default)
+        .max(floor)
+}
+
+/// The expected wait, seconds, at queue `position` (1 is next) with `servers` serving sessions
+/// of `typical` seconds.
+pub fn wait_for(position: usize, typical: u64, servers: usize) -> u64 {
+    position.saturating_sub(1) as u64 * typical / servers.max(1) as u64
+}
+
+/// What `phone_invalid` says.
+pub const PHONE_RULE: &str = "`phone` must be 5 to 20 digits (with + - ( ) and spaces allowed)";
+
+/// Whether `phone` looks like a phone number: 5 to 20 digits, with `+ - ( )` and spaces.
+pub fn phone_ok(phone: &str) -> bool {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    phone
+        .chars()
+        .all(|c| c.is_ascii_digit() || "+- ()".contains(c))
+        && (5..=20).contains(&digits)
+}
 /// Largest drawn signature, PNG bytes (a 600×200 canvas is 10–30 KB).
 pub const MAX_SIGNATURE: usize = 40 * 1024;
 /// Expected length of a mediation session when none has finished yet: 15 minutes.
@@ -135,15 +163,8 @@ impl CallForm {
                 format!("`name` is longer than {MAX_NAME} characters"),
             ));
         }
-        if let Some(p) = &self.phone {
-            let digits = p.chars().filter(char::is_ascii_digit).count();
-            let ok = p.chars().all(|c| c.is_ascii_digit() || "+- ()".contains(c));
-            if !ok || !(5..=20).contains(&digits) {
-                out.push((
-                    "phone_invalid",
-                    "`phone` must be 5 to 20 digits (with + - ( ) and spaces allowed)".to_owned(),
-                ));
-            }
+        if self.phone.as_deref().is_some_and(|p| !phone_ok(p)) {
+            out.push(("phone_invalid", PHONE_RULE.to_owned()));
         }
         out
     }
@@ -592,15 +613,8 @@ impl Mediation {
     /// of the last sessions (or [`DEFAULT_SESSION_SECONDS`]) for every call ahead, shared by
     /// the mediators.
     pub fn expected_wait(&self, position: usize, mediators: usize) -> u64 {
-        let mut lengths = self.session_seconds.clone();
-        lengths.sort_unstable();
-        let typical = lengths
-            .get(lengths.len() / 2)
-            .copied()
-            .unwrap_or(DEFAULT_SESSION_SECONDS)
-            .max(60);
-        let ahead = position.saturating_sub(1) as u64;
-        ahead * typical / mediators.max(1) as u64
+        let typical = typical_length(self.session_seconds.clone(), DEFAULT_SESSION_SECONDS, 60);
+        wait_for(position, typical, mediators)
     }
 
     /// Whether the room was staffed as of the last presence record held.

@@ -23,17 +23,16 @@ use crate::accounts::Role;
 use crate::api::mediation::{audit_event, write};
 use crate::api::new_id;
 use crate::api::problem::{Body, Problem};
-use crate::auth::{ClientAddr, DutyLawyer, Staff, token_of};
+use crate::auth::{ClientAddr, DutyLawyer, Staff, caller_subject};
 use crate::hotline::{
     self, AcceptRecord, AnswerRecord, Call, CallEvent, CallRecord, CallStateRecord, CallStatus,
     Lang, LawyerRecord, LawyerState, NoteRecord, QuestionRecord, RatingRecord, Stats,
 };
+use crate::mediation;
 use crate::node::Node;
 
 /// How long a console poll waits for the caller's site to describe the call's media room.
 const ROOM_LOOKUP: std::time::Duration = std::time::Duration::from_secs(3);
-/// Figures cover the last 24 hours unless asked otherwise.
-const STATS_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
 pub fn routes() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::new()
@@ -86,10 +85,9 @@ fn check_phone(phone: Option<&str>, required: bool) -> Result<(), Problem> {
             "phone_required",
             "a callback needs a phone number",
         )),
-        Some(p) if !hotline::phone_ok(p) => Err(Problem::bad_request(
-            "phone_invalid",
-            "`phone` must be 5 to 20 digits (with + - ( ) and spaces allowed)",
-        )),
+        Some(p) if !mediation::phone_ok(p) => {
+            Err(Problem::bad_request("phone_invalid", mediation::PHONE_RULE))
+        }
         _ => Ok(()),
     }
 }
@@ -204,10 +202,6 @@ async fn hotline_info(State(node): State<Arc<Node>>) -> Json<HotlineInfo> {
     let closed_reason = closed_reason(&node, now);
     let view = node.views.hotline();
     let waiting = view.queue().len();
-    let available = view
-        .lawyers()
-        .filter(|l| view.state_of(l) == LawyerState::Available)
-        .count();
     Json(HotlineInfo {
         open: closed_reason.is_none(),
         next_open_ms: (closed_reason == Some("off_hours"))
@@ -217,7 +211,7 @@ async fn hotline_info(State(node): State<Arc<Node>>) -> Json<HotlineInfo> {
         topics: topics(),
         waiting,
         expected_wait_s: view.expected_wait(waiting + 1),
-        lawyers_available: available,
+        lawyers_available: view.lawyers_available(),
     })
 }
 
@@ -262,18 +256,11 @@ fn refused() -> Problem {
     )
 }
 
-/// The subject of the caller's session with `prefix`, from the request's token.
-fn subject(parts: &Parts, node: &Node, prefix: &str) -> Option<String> {
-    let token = token_of(parts)?;
-    let session = node.sessions.lookup(&token)?;
-    session.username.strip_prefix(prefix).map(str::to_owned)
-}
-
 impl FromRequestParts<Arc<Node>> for HotlineCaller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, node: &Arc<Node>) -> Result<Self, Problem> {
-        let call = subject(parts, node, "hotline:").ok_or_else(refused)?;
+        let call = caller_subject(parts, node, "hotline:").ok_or_else(refused)?;
         Ok(HotlineCaller { call })
     }
 }
@@ -301,7 +288,7 @@ async fn join(
     parts: Parts,
     Body(req): Body<NewCall>,
 ) -> Result<Response, Problem> {
-    if let Some(live) = subject(&parts, &node, "hotline:")
+    if let Some(live) = caller_subject(&parts, &node, "hotline:")
         && node
             .views
             .hotline()
@@ -622,7 +609,7 @@ async fn get_question(
     parts: Parts,
     Path(id): Path<String>,
 ) -> Result<Json<QuestionView>, Problem> {
-    if subject(&parts, &node, "hotline-question:").as_deref() != Some(id.as_str()) {
+    if caller_subject(&parts, &node, "hotline-question:").as_deref() != Some(id.as_str()) {
         return Err(refused());
     }
     let view = node.views.hotline();
@@ -734,9 +721,9 @@ pub struct DeskView {
     topics: Vec<Topic>,
 }
 
-/// Whether this node can admit the lawyer to the media room of `me`'s current call: a room
-/// of another site (the caller's) is looked up over the relay first, once; until the answer
-/// comes the console gets no media token and asks again at its next poll.
+/// Whether this node can admit the lawyer to the media room of `me`'s current call: defined
+/// here (the caller is at this site), or looked up over the relay at the caller's site once;
+/// until the answer comes the console gets no media token and asks again at its next poll.
 async fn media_ready(node: &Node, me: &str) -> bool {
     let room = node
         .views
@@ -746,9 +733,6 @@ async fn media_ready(node: &Node, me: &str) -> bool {
     let Some(room) = room else {
         return false;
     };
-    if room.split_once('/').map(|(home, _)| home) == Some(node.config.site.as_str()) {
-        return true;
-    }
     matches!(
         node.media.resolve_room(&room, ROOM_LOOKUP).await,
         Ok(Some(_))
@@ -1149,6 +1133,6 @@ async fn stats(
     }
     let since = q
         .since_ms
-        .unwrap_or_else(|| wall_ms().saturating_sub(STATS_WINDOW_MS));
+        .unwrap_or_else(|| wall_ms().saturating_sub(hotline::STATS_WINDOW_MS));
     Ok(Json(node.views.hotline().stats(since)))
 }

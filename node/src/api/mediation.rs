@@ -29,7 +29,7 @@ use crate::agreement::{self, Agreement, AgreementText};
 use crate::api::new_id;
 use crate::api::problem::{Body, Problem};
 use crate::audit::{self, Event};
-use crate::auth::{ClientAddr, Mediator, Staff, token_of};
+use crate::auth::{ClientAddr, Mediator, Staff, caller_subject};
 use crate::mediation::{
     self, AgreementDraft, Call, CallForm, CallRecord, CallStateRecord, CallStatus, Case,
     CaseStatus, Confirmation, Consent, ConsentRecord, Lang, Party, PartyRole, Place, Step,
@@ -557,12 +557,8 @@ impl FromRequestParts<Arc<Node>> for Caller {
                  again",
             )
         };
-        let token = token_of(parts).ok_or_else(refused)?;
-        let session = node.sessions.lookup(&token).ok_or_else(refused)?;
-        let mut it = session.username.splitn(3, ':');
-        let (Some("caller"), Some(call), Some(role)) = (it.next(), it.next(), it.next()) else {
-            return Err(refused());
-        };
+        let subject = caller_subject(parts, node, "caller:").ok_or_else(refused)?;
+        let (call, role) = subject.split_once(':').ok_or_else(refused)?;
         let role = match role {
             "applicant" => PartyRole::Applicant,
             "respondent" => PartyRole::Respondent,

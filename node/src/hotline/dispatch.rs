@@ -196,8 +196,6 @@ pub async fn run(node: Arc<Node>) {
         if home(&node) == Some(node.config.site.as_str()) {
             dispatch(&node).await;
         }
-        node.hotline_metrics
-            .update(&node.views.hotline(), wall_ms());
     }
 }
 
@@ -301,7 +299,8 @@ async fn dispatch(node: &Arc<Node>) {
                 tracing::info!(offer = %end.offer, reason = ?end.reason, "hotline: offer ended");
                 write(node, super::KIND_OFFER_END, &end).await;
                 if let Some(pause) = pause {
-                    tracing::info!(lawyer = %pause.username, "hotline: lawyer paused after a missed offer");
+                    tracing::info!(lawyer = %pause.username,
+                        "hotline: lawyer paused after a missed offer");
                     write(node, super::KIND_LAWYER, &pause).await;
                 }
             }
